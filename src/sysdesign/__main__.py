@@ -1,0 +1,3 @@
+from sysdesign.cli import main
+
+main()

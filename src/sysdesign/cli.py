@@ -1,0 +1,232 @@
+"""The ``sysdesign`` command: run, serve, migrate, seed, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from sysdesign.platform.errors import BackendUnavailable, ConfigurationError
+from sysdesign.settings import Settings
+from sysdesign.systems import PLATFORM_SERVICES, SYSTEMS, get_system
+
+app = typer.Typer(
+    help="sysdesign: fifteen system designs as real services.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+bench_app = typer.Typer(
+    help="Benchmarks against anchors measured in the same run.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**values)
+    except Exception as exc:
+        _fail(f"invalid settings: {exc}")
+        raise
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _run(coro: Awaitable[Any]) -> Any:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (ConfigurationError, BackendUnavailable) as exc:
+        _fail(str(exc))
+
+
+def _serve(settings: Settings, only: list[str] | None, demo: int) -> None:
+    import uvicorn
+
+    from sysdesign.platform.app import create_app
+    from sysdesign.platform.context import Platform
+    from sysdesign.platform.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    platform = Platform(settings)
+
+    async def prepare() -> None:
+        await platform.start()
+        if demo:
+            from sysdesign.platform.accounts.seed import DEMO_PASSWORD, demo_email, seed
+
+            created = await seed(platform, demo, lambda _n: None)
+            err.print(
+                f"demo accounts: {demo_email(1)} .. {demo_email(demo)} "
+                f"(password {DEMO_PASSWORD!r}), {created} new"
+            )
+        await platform.close()
+
+    _run(prepare())
+    try:
+        asgi = create_app(platform=platform, only=only)
+    except ValueError as exc:
+        _fail(str(exc))
+    loop = "uvloop" if sys.platform != "win32" else "auto"
+    url = f"http://{settings.host}:{settings.port}/"
+    err.print(f"sysdesign serving {', '.join(only) if only else 'every built system'} at {url}")
+    config = uvicorn.Config(
+        asgi,
+        host=settings.host,
+        port=settings.port,
+        loop=loop,
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    demo: Annotated[int, typer.Option(help="Create this many demo accounts first.")] = 0,
+) -> None:
+    """Run every built system in one process, at http://HOST:PORT/."""
+    _serve(_settings(host=host, port=port), None, demo)
+
+
+@app.command()
+def serve(
+    system: Annotated[str, typer.Argument(help="System to run alone, e.g. 'accounts'.")],
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run one system alone, at the same paths as under ``up``."""
+    if system not in PLATFORM_SERVICES:
+        try:
+            spec = get_system(system)
+        except KeyError as exc:
+            _fail(str(exc.args[0]))
+        if not spec.built:
+            _fail(f"system {system!r} is not built yet")
+    _serve(_settings(host=host, port=port), [system], 0)
+
+
+@app.command()
+def systems() -> None:
+    """List the fifteen systems, their seed scenario and status."""
+    table = Table(title="sysdesign systems")
+    for column in ("#", "system", "seed scenario", "status", "path"):
+        table.add_column(column)
+    for spec in SYSTEMS:
+        style = "green" if spec.built else "yellow"
+        table.add_row(
+            str(spec.scenario),
+            spec.name,
+            spec.seed_scenario,
+            f"[{style}]{spec.status}[/{style}]",
+            f"{spec.path}/v1",
+        )
+    for name in PLATFORM_SERVICES:
+        table.add_row(
+            "-", name, "platform: shared User Service", "[green]built[/green]", f"/{name}/v1"
+        )
+    console.print(table)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every pending migration to every database shard."""
+    from sysdesign.platform.db import ShardRouter
+    from sysdesign.platform.migrations import current_revisions, migrate_all
+
+    settings = _settings()
+
+    async def run() -> list[tuple[str, list[str]]]:
+        router = ShardRouter.from_urls(settings.database_urls)
+        try:
+            for database in router.shards:
+                try:
+                    await database.ping(timeout=10)
+                except Exception as exc:
+                    raise BackendUnavailable(
+                        f"database {database.safe_url} is unreachable: {exc}"
+                    ) from None
+            await migrate_all(router)
+            return [(db.safe_url, await current_revisions(db)) for db in router.shards]
+        finally:
+            await router.dispose()
+
+    for url, heads in _run(run()):
+        console.print(f"[green]migrated[/green] {url}: {', '.join(heads)}")
+
+
+@app.command()
+def seed(
+    system: Annotated[str, typer.Argument(help="System to seed ('accounts' for demo users).")],
+    size: Annotated[int, typer.Option(min=1, help="How many items to create.")] = 100,
+) -> None:
+    """Create demo or benchmark data for a system, with a progress bar."""
+    from sysdesign.platform.context import Platform
+
+    seeder: Callable[..., Awaitable[Any]] | None
+    if system == "accounts":
+        from sysdesign.platform.accounts.seed import seed as seeder
+    else:
+        try:
+            spec = get_system(system)
+        except KeyError as exc:
+            _fail(str(exc.args[0]))
+        if not spec.built:
+            _fail(f"system {system!r} is not built yet")
+        seeder = spec.seeder()
+        if seeder is None:
+            _fail(f"system {system!r} has no seed data")
+
+    async def run() -> Any:
+        platform = Platform(_settings())
+        await platform.start()
+        try:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+            ) as bar:
+                task = bar.add_task(f"seeding {system}", total=size)
+                return await seeder(platform, size, lambda n: bar.advance(task, n))
+        finally:
+            await platform.close()
+
+    created = _run(run())
+    console.print(f"[green]seeded[/green] {system}: {created} new of {size}")
+
+
+@bench_app.command("platform")
+def bench_platform(
+    duration: Annotated[float, typer.Option(help="Seconds of load per target.")] = 10.0,
+    connections: Annotated[int, typer.Option(help="Concurrent connections.")] = 64,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Full stack vs bare Starlette: the same JSON endpoint, same server, load from wrk."""
+    from sysdesign.platform.bench import run_platform_bench
+
+    run_platform_bench(duration=duration, connections=connections, out_dir=out, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Runtime shared by every system: no domain logic lives here."""

@@ -1,0 +1,162 @@
+"""The root ASGI app: the landing page, health, metrics, and every system mounted.
+
+``create_app()`` mounts accounts and each built system at ``/<name>``;
+``create_app(only=["shortener"])`` is what ``sysdesign serve shortener`` runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import orjson
+from fastapi import FastAPI
+from jinja2 import Environment, PackageLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from sysdesign.platform.clock import Clock
+from sysdesign.platform.context import Platform
+from sysdesign.platform.http import Problem
+from sysdesign.platform.middleware import BodyLimitMiddleware, ObservabilityMiddleware
+from sysdesign.platform.service_app import ASSETS_PATH, docs_assets_dir
+from sysdesign.settings import Settings
+from sysdesign.systems import PLATFORM_SERVICES, SYSTEMS, SystemSpec, get_system
+
+_templates = Environment(
+    loader=PackageLoader("sysdesign.platform", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _not_built(spec: SystemSpec) -> Route:
+    async def answer(request: Request) -> Response:
+        return Problem(
+            404,
+            f"The {spec.title.lower()} system (scenario {spec.scenario}: {spec.seed_scenario}) "
+            "is not built yet",
+            slug="system-not-built",
+            title="System not built yet",
+            system=spec.name,
+        ).response(request.url.path)
+
+    return Route(spec.path + "{rest:path}", answer, methods=None)
+
+
+def _select(only: Iterable[str] | None) -> tuple[list[str], list[SystemSpec]]:
+    if only is None:
+        return list(PLATFORM_SERVICES), [s for s in SYSTEMS if s.built]
+    names = list(only)
+    services = [n for n in names if n in PLATFORM_SERVICES]
+    systems = [get_system(n) for n in names if n not in PLATFORM_SERVICES]
+    for spec in systems:
+        if not spec.built:
+            raise ValueError(f"system {spec.name!r} is not built yet")
+    return services, systems
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    platform: Platform | None = None,
+    clock: Clock | None = None,
+    only: Iterable[str] | None = None,
+) -> Starlette:
+    platform = platform or Platform(settings, clock=clock)
+    services, systems = _select(only)
+    mounted: dict[str, FastAPI] = {}
+    for name in services:
+        mounted[name] = importlib.import_module(PLATFORM_SERVICES[name]).create_app(platform)
+    for spec in systems:
+        mounted[spec.name] = spec.create_app(platform)
+
+    async def landing(request: Request) -> HTMLResponse:
+        html = _templates.get_template("landing.html").render(
+            systems=SYSTEMS,
+            services=services,
+            mounted=mounted,
+            root=request.scope.get("root_path", ""),
+            database=", ".join(db.safe_url for db in platform.db.shards),
+            worker_id=platform.settings.worker_id,
+        )
+        return HTMLResponse(html)
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = await platform.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return _json(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(platform.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[Route | Mount] = [
+        Route("/", landing, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Mount(ASSETS_PATH, app=StaticFiles(directory=docs_assets_dir()), name="assets"),
+    ]
+    routes += [Mount(f"/{name}", app=app, name=name) for name, app in mounted.items()]
+    routes += [_not_built(spec) for spec in SYSTEMS if spec.name not in mounted and only is None]
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await platform.start()
+        try:
+            # Mounted apps get no lifespan events of their own: run theirs inside ours.
+            async with AsyncExitStack() as stack:
+                for app in mounted.values():
+                    await stack.enter_async_context(app.router.lifespan_context(app))
+                yield
+        finally:
+            await platform.close()
+
+    async def http_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return Problem(404, f"No resource at {request.url.path}").response(request.url.path)
+        if exc.status_code == 405:
+            return Problem(
+                405,
+                f"{request.method} is not allowed on {request.url.path}",
+                headers=dict(exc.headers or {}),
+            ).response(request.url.path)
+        return Problem(exc.status_code, str(exc.detail)).response(request.url.path)
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                ObservabilityMiddleware,
+                metrics=platform.http_metrics,
+                systems=[*mounted, *(s.name for s in SYSTEMS)],
+                access_log=platform.settings.access_log,
+            ),
+            Middleware(
+                BodyLimitMiddleware,
+                max_bytes=platform.settings.max_body_bytes,
+                metrics=platform.http_metrics,
+            ),
+        ],
+        exception_handlers={HTTPException: http_problem},
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.state.mounted = mounted
+    return app

@@ -1,0 +1,135 @@
+"""``Platform``: the one place that turns settings into live objects.
+
+Backends are built on first use or in ``start()``, never at import. Tests
+pass a ``ManualClock`` and their own settings; nothing is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+
+from prometheus_client import CollectorRegistry
+
+from sysdesign.platform.accounts.security import FailureThrottle, Passwords, TokenService
+from sysdesign.platform.accounts.service import AccountService
+from sysdesign.platform.clock import Clock, SystemClock
+from sysdesign.platform.db import ShardRouter
+from sysdesign.platform.errors import BackendUnavailable
+from sysdesign.platform.http import CursorCodec
+from sysdesign.platform.idempotency import IdempotencyStore
+from sysdesign.platform.ids import SnowflakeGenerator
+from sysdesign.platform.migrations import migrate_all
+from sysdesign.platform.observability import HttpMetrics
+from sysdesign.platform.uow import UnitOfWork
+from sysdesign.settings import Settings
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class Platform:
+    def __init__(self, settings: Settings | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.ids = SnowflakeGenerator(self.settings.worker_id)
+        self.metrics_registry = CollectorRegistry(auto_describe=True)
+        self.http_metrics = HttpMetrics(self.metrics_registry)
+        self._readiness: dict[str, ReadinessCheck] = {}
+        self._started = False
+
+    # --- built lazily ---------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> ShardRouter:
+        router = ShardRouter.from_urls(self.settings.database_urls)
+        for database in router.shards:
+            self.add_readiness_check(f"database:{database.name}", database.ping)
+        return router
+
+    @cached_property
+    def secret(self) -> str:
+        return self.settings.signing_secret()
+
+    @cached_property
+    def cursors(self) -> CursorCodec:
+        return CursorCodec(self.secret)
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self.secret, self.settings.access_token_ttl_seconds, self.clock)
+
+    @cached_property
+    def passwords(self) -> Passwords:
+        s = self.settings
+        return Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        s = self.settings
+        return AccountService(
+            db=self.db.primary,
+            ids=self.ids,
+            clock=self.clock,
+            passwords=self.passwords,
+            tokens=self.tokens,
+            refresh_ttl_seconds=s.refresh_token_ttl_seconds,
+            email_throttle=FailureThrottle(
+                s.login_failures_per_email, s.login_failure_window_seconds, self.clock
+            ),
+            ip_throttle=FailureThrottle(
+                s.login_failures_per_ip, s.login_failure_window_seconds, self.clock
+            ),
+        )
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return IdempotencyStore(self.db.primary, self.clock, self.settings.idempotency_ttl_seconds)
+
+    def unit_of_work(self, shard_key: object | None = None) -> UnitOfWork:
+        """A transaction on the shard owning ``shard_key`` (the primary when ``None``)."""
+        db = self.db.primary if shard_key is None else self.db.for_key(shard_key)
+        return UnitOfWork(db, self.ids, self.clock)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        self._readiness[name] = check
+
+    async def start(self) -> None:
+        """Connect to every configured backend; migrate the embedded database."""
+        if self._started:
+            return
+        self.settings.ensure_data_dir()
+        _ = self.secret
+        for database in self.db.shards:
+            try:
+                await database.ping(timeout=10)
+            except Exception as exc:
+                raise BackendUnavailable(
+                    f"database {database.safe_url} is unreachable: {exc.__class__.__name__}: {exc}"
+                ) from None
+        if self.settings.should_auto_migrate:
+            await migrate_all(self.db)
+        self._started = True
+
+    async def readiness(self, timeout: float = 3.0) -> dict[str, str]:
+        """``{check: "ok" | error}`` for every configured backend."""
+        _ = self.db  # registers the database checks
+
+        async def run(check: ReadinessCheck) -> str:
+            try:
+                await asyncio.wait_for(check(), timeout)
+                return "ok"
+            except Exception as exc:
+                detail = str(exc)
+                return f"{exc.__class__.__name__}: {detail}" if detail else exc.__class__.__name__
+
+        names = list(self._readiness)
+        results = await asyncio.gather(*(run(self._readiness[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def close(self) -> None:
+        if "db" in self.__dict__:
+            await self.db.dispose()
+        self._started = False

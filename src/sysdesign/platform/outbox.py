@@ -1,0 +1,98 @@
+"""The transactional outbox: an event row written in the same transaction as the change.
+
+A relay (the queue block's) later reads pending rows in id order, publishes
+them and marks them published. A crash between publishing and marking gives
+a duplicate publish, never a lost event; consumers deduplicate by event id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sysdesign.platform.db import metadata
+
+outbox_table = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("topic", String(255), nullable=False),
+    Column("key", String(255), nullable=True),
+    Column("payload", LargeBinary, nullable=False),
+    Column("headers", LargeBinary, nullable=True),
+    Column("created_at", BigInteger, nullable=False),  # epoch milliseconds
+    Column("published_at", BigInteger, nullable=True),
+    Index("ix_outbox_pending", "published_at", "id"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    topic: str
+    key: str | None
+    payload: Any
+    headers: dict[str, str]
+    created_at: int
+
+
+async def add_event(
+    conn: AsyncConnection,
+    *,
+    event_id: int,
+    topic: str,
+    payload: Any,
+    created_at_ms: int,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """Insert one event in the caller's transaction; it commits or rolls back with it."""
+    if not topic:
+        raise ValueError("an outbox event needs a topic")
+    await conn.execute(
+        outbox_table.insert().values(
+            id=event_id,
+            topic=topic,
+            key=key,
+            payload=orjson.dumps(payload),
+            headers=orjson.dumps(headers) if headers else None,
+            created_at=created_at_ms,
+        )
+    )
+    return event_id
+
+
+async def fetch_pending(conn: AsyncConnection, limit: int = 100) -> list[OutboxEvent]:
+    """The oldest unpublished events, in the order they were written."""
+    rows = await conn.execute(
+        select(outbox_table)
+        .where(outbox_table.c.published_at.is_(None))
+        .order_by(outbox_table.c.id)
+        .limit(limit)
+    )
+    return [
+        OutboxEvent(
+            id=row.id,
+            topic=row.topic,
+            key=row.key,
+            payload=orjson.loads(row.payload),
+            headers=orjson.loads(row.headers) if row.headers else {},
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+async def mark_published(conn: AsyncConnection, event_ids: list[int], now_ms: int) -> int:
+    if not event_ids:
+        return 0
+    result = await conn.execute(
+        update(outbox_table)
+        .where(outbox_table.c.id.in_(event_ids), outbox_table.c.published_at.is_(None))
+        .values(published_at=now_ms)
+    )
+    return result.rowcount or 0

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test: settings on a temporary data dir, a manual clock,
+a platform, the root app, and database URLs for each backend of the matrix."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from sysdesign.platform.app import create_app
+from sysdesign.platform.clock import ManualClock
+from sysdesign.platform.context import Platform
+from sysdesign.settings import Settings
+from tests.backends import DATABASE_BACKENDS, database_url_for
+
+# Cheap argon2 parameters: tests hash hundreds of passwords.
+FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"data_dir": data_dir, "access_log": False, **FAST_HASHING}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=float(int(time.time())))
+
+
+@pytest.fixture(params=DATABASE_BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """One database per backend of the matrix: SQLite always, the real ones when configured."""
+    async with database_url_for(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/app.db"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=sqlite_url)
+
+
+@pytest.fixture
+async def platform(settings: Settings, clock: ManualClock) -> AsyncIterator[Platform]:
+    platform = Platform(settings, clock=clock)
+    await platform.start()
+    yield platform
+    await platform.close()
+
+
+async def open_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4242))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: ManualClock) -> Starlette:
+    return create_app(settings, clock=clock)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in open_client(app):
+        yield c
