@@ -30,27 +30,55 @@ LATENCY_BUCKETS = (
 )
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route structlog and stdlib logging to stdout, one JSON object per line."""
+def configure_logging(level: str = "info", fmt: str = "json", *, cache: bool = True) -> None:
+    """Route structlog and stdlib logging to stdout, one JSON object per line.
+
+    Records from libraries (stdlib ``logging``) get the same shape as ours.
+    ``cache=False`` lets tests reconfigure after loggers were first used.
+    """
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        # No file given: each logger writes to the sys.stdout of when it was made.
+        logger_factory=structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=cache,
     )
-    logging.basicConfig(level=numeric, stream=sys.stdout, format="%(message)s", force=True)
+    handler = _StdoutHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time of the record."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
