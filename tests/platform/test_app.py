@@ -10,14 +10,14 @@ import httpx
 import orjson
 import pytest
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
-from sysdesign.platform.http import Problem
+from sysdesign.platform.http import Page, PageRequest, Problem, page_request
 from sysdesign.platform.observability import configure_logging
 from sysdesign.platform.service_app import create_service_app
 from sysdesign.systems import SYSTEMS
@@ -50,6 +50,14 @@ def probe_app(root: Starlette) -> FastAPI:
     @app.get("/v1/items/{item_id}")
     async def read(item_id: int) -> dict:
         return {"id": item_id}
+
+    numbers = list(range(1, 124))
+
+    @app.get("/v1/numbers")
+    async def list_numbers(page: PageRequest = Depends(page_request)) -> Page[int]:
+        start = page.after["n"] if page.after else 0
+        rows = [n for n in numbers if n > start][: page.fetch]  # keyset: WHERE n > :last
+        return page.page(rows, lambda n: {"n": n})
 
     root.router.routes.insert(0, Mount("/probe", app=app))
     return app
@@ -286,9 +294,7 @@ async def test_docs_work_offline(client: httpx.AsyncClient) -> None:
     assert "/v1/login" in spec["paths"]
 
 
-async def test_serving_one_system_alone_keeps_its_paths(
-    tmp_path: Path, clock: ManualClock
-) -> None:
+async def test_serving_one_system_alone_keeps_its_paths(tmp_path: Path, clock: ManualClock) -> None:
     root = create_app(make_settings(tmp_path), clock=clock, only=["accounts"])
     async for client in open_client(root):
         assert (await client.get("/accounts/v1/me")).status_code == 401
@@ -303,3 +309,40 @@ def test_serving_an_unbuilt_system_is_refused(tmp_path: Path) -> None:
         pytest.skip("every system is built")
     with pytest.raises(ValueError, match="not built yet"):
         create_app(make_settings(tmp_path), only=[unbuilt[0].name])
+
+
+async def test_cursor_pagination_walks_every_item_once(probe_client: httpx.AsyncClient) -> None:
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, str | int] = {"limit": 50}
+        if cursor:
+            params["cursor"] = cursor
+        body = (await probe_client.get("/probe/v1/numbers", params=params)).json()
+        seen += body["items"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(range(1, 124))
+    assert pages == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "field"),
+    [
+        ({"limit": 0}, 422, "limit"),
+        ({"limit": 201}, 422, "limit"),
+        ({"limit": "ten"}, 422, "limit"),
+        ({"cursor": "garbage"}, 400, "cursor"),
+    ],
+)
+async def test_bad_pagination_parameters(
+    probe_client: httpx.AsyncClient, params: dict, status: int, field: str
+) -> None:
+    response = await probe_client.get("/probe/v1/numbers", params=params)
+    assert response.status_code == status
+    body = response.json()
+    fields = [e["field"] for e in body.get("errors", [])] or [body.get("field")]
+    assert field in fields

@@ -11,11 +11,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -197,3 +198,37 @@ class CursorCodec:
                 title="Invalid cursor",
                 field="cursor",
             ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """What a list endpoint was asked for: the position after which to start, and how many.
+
+    Fetch ``limit + 1`` rows after ``after`` in key order, then call ``page()``:
+    the extra row only tells whether there is a next page.
+    """
+
+    after: dict[str, Any] | None
+    limit: int
+    codec: CursorCodec
+
+    @property
+    def fetch(self) -> int:
+        return self.limit + 1
+
+    def page(self, rows: Sequence[T], position: Callable[[T], dict[str, Any]]) -> Page[T]:
+        items = list(rows[: self.limit])
+        more = len(rows) > self.limit and bool(items)
+        return Page(
+            items=items, next_cursor=self.codec.encode(position(items[-1])) if more else None
+        )
+
+
+def page_request(
+    request: Request,
+    cursor: Annotated[str | None, Query(max_length=2048, description="Opaque cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
+) -> PageRequest:
+    """FastAPI dependency for ``?cursor=&limit=`` on every list endpoint."""
+    codec: CursorCodec = request.app.state.platform.cursors
+    return PageRequest(after=codec.decode(cursor) if cursor else None, limit=limit, codec=codec)

@@ -1,0 +1,1 @@
+"""Reusable building blocks: one package per block, each with a contract and backends."""
