@@ -35,8 +35,9 @@ def ledger() -> Ledger:
 async def pay_client(
     tmp_path: Path, database_url: str, clock: ManualClock, ledger: Ledger
 ) -> AsyncIterator[httpx.AsyncClient]:
-    root = create_app(make_settings(tmp_path, database_url=database_url, auto_migrate=True),
-                      clock=clock)
+    root = create_app(
+        make_settings(tmp_path, database_url=database_url, auto_migrate=True), clock=clock
+    )
     platform = root.state.platform
     app = create_service_app(platform, name="pay", title="Pay")
 
@@ -75,7 +76,9 @@ async def test_same_key_same_body_charges_once_and_replays(
     assert ledger.charges == [5]
 
 
-async def test_same_key_different_body_is_422(pay_client: httpx.AsyncClient, ledger: Ledger) -> None:
+async def test_same_key_different_body_is_422(
+    pay_client: httpx.AsyncClient, ledger: Ledger
+) -> None:
     headers = {"Idempotency-Key": "order-2"}
     await pay_client.post("/pay/v1/charges", json={"amount": 5}, headers=headers)
     other = await pay_client.post("/pay/v1/charges", json={"amount": 500}, headers=headers)
@@ -85,7 +88,9 @@ async def test_same_key_different_body_is_422(pay_client: httpx.AsyncClient, led
     assert ledger.charges == [5]
 
 
-async def test_without_a_key_every_request_runs(pay_client: httpx.AsyncClient, ledger: Ledger) -> None:
+async def test_without_a_key_every_request_runs(
+    pay_client: httpx.AsyncClient, ledger: Ledger
+) -> None:
     for _ in range(3):
         await pay_client.post("/pay/v1/charges", json={"amount": 1})
     assert ledger.charges == [1, 1, 1]
@@ -94,7 +99,8 @@ async def test_without_a_key_every_request_runs(pay_client: httpx.AsyncClient, l
 async def test_keys_are_scoped(pay_client: httpx.AsyncClient, ledger: Ledger) -> None:
     for user in ("ana", "bo"):
         response = await pay_client.post(
-            "/pay/v1/charges", json={"amount": 2},
+            "/pay/v1/charges",
+            json={"amount": 2},
             headers={"Idempotency-Key": "same", "x-user": user},
         )
         assert response.status_code == 201
