@@ -204,3 +204,19 @@ async def test_unreachable_database_fails_start_with_one_clear_line(tmp_path: Pa
     assert "127.0.0.1:1" in message and "unreachable" in message
     assert "\n" not in message
     await platform.close()
+
+
+def _schema_drift(connection: object) -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import sysdesign.platform.tables  # noqa: F401  (every platform table on the metadata)
+    from sysdesign.platform.db import metadata
+
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return [d for d in compare_metadata(context, metadata) if "test_notes" not in repr(d)]
+
+
+async def test_migrations_match_the_tables_the_code_declares(migrated: Database) -> None:
+    async with migrated.engine.connect() as conn:
+        assert await conn.run_sync(_schema_drift) == []
