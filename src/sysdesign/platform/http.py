@@ -18,7 +18,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -79,6 +79,41 @@ class Problem(Exception):
 
     def response(self, instance: str | None = None) -> Response:
         return problem_response(self.status, self.body(instance), self.headers)
+
+
+class ProblemDetail(BaseModel):
+    """An RFC 9457 problem document, as every error of every system is answered."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description="Stable URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The field at fault, dotted for nested fields")
+    location: list[str] = Field(
+        description="Where it was: body, query, path or header, then the field"
+    )
+    message: str
+    type: str | None = None
+
+
+class ValidationProblem(ProblemDetail):
+    model_config = ConfigDict(extra="allow", title="ValidationProblem")
+
+    errors: list[FieldError]
+
+
+# Declared on every operation of every system; service_app moves them to problem+json.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ProblemDetail, "description": "Client error, as an RFC 9457 problem"},
+    422: {"model": ValidationProblem, "description": "Validation failed: one entry per field"},
+    "5XX": {"model": ProblemDetail, "description": "Server error, as an RFC 9457 problem"},
+}
 
 
 def problem_response(

@@ -15,7 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from sysdesign.platform.http import install_problem_handlers
+from sysdesign.platform.http import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_RESPONSES,
+    install_problem_handlers,
+)
 
 if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
@@ -38,11 +42,13 @@ def create_service_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        responses=PROBLEM_RESPONSES,
         **kwargs,
     )
     app.state.platform = platform
     app.state.system = name
     install_problem_handlers(app)
+    _document_problems_as_problem_json(app)
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
@@ -57,3 +63,28 @@ def create_service_app(
         )
 
     return app
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """FastAPI documents every response model as ``application/json``; errors are
+    answered as ``application/problem+json``, so say that in the document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" in content:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        # FastAPI's own validation-error schemas are now unused.
+        components = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -24,7 +24,12 @@ class _Strict(BaseModel):
 
 
 class RegisterRequest(_Strict):
-    email: EmailStr
+    email: Annotated[
+        EmailStr,
+        Field(
+            description="A deliverable address: special-use domains (.test, .invalid) are refused"
+        ),
+    ]
     password: Password
     display_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
 
@@ -40,7 +45,10 @@ class RefreshRequest(_Strict):
 
 class UpdateProfileRequest(_Strict):
     display_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    avatar_url: Annotated[HttpUrl, Field(max_length=2048)] | None = None
+    avatar_url: (
+        Annotated[HttpUrl, Field(max_length=2048, json_schema_extra={"pattern": "^https?://"})]
+        | None
+    ) = None
 
 
 class ChangePasswordRequest(_Strict):
