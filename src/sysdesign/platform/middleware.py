@@ -6,10 +6,11 @@ with no extra task or queue between the server and the application.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Collection
+from typing import Any
 
 import structlog
 from starlette.routing import Mount
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sysdesign.platform.http import Problem
 from sysdesign.platform.observability import HttpMetrics, get_logger
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -112,6 +114,9 @@ class ObservabilityMiddleware:
         self.metrics = metrics
         self.systems = frozenset(systems)
         self.access_log = access_log
+        # labels() takes a lock and hashes its arguments on every call; the set of
+        # (system, route, method, status) is bounded, so keep the children at hand.
+        self._series: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -125,7 +130,7 @@ class ObservabilityMiddleware:
                     request_id = candidate
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         root_path = scope.get("root_path", "")
         status = 500
@@ -144,39 +149,51 @@ class ObservabilityMiddleware:
             await send(message)
 
         t0 = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Problem as problem:
-                if started:
-                    raise
-                await problem.response(scope.get("path"))(scope, receive, send_with_id)
-            except Exception:
-                log.exception("unhandled_exception", path=scope.get("path"))
-                if scope["type"] != "http":
-                    raise
-                if started:
-                    # A mounted app already answered with its 500 and re-raised for logging.
-                    return
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Problem as problem:
+            if started:
+                raise
+            await problem.response(scope.get("path"))(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled_exception", path=scope.get("path"))
+            if scope["type"] != "http":
+                raise
+            if not started:
                 await Problem(500, "The server failed to answer this request").response(
                     scope.get("path")
                 )(scope, receive, send_with_id)
-            finally:
-                elapsed = time.perf_counter() - t0
-                route = self._route_label(scope, root_path)
-                system = self._system_label(scope.get("path", ""))
-                method = scope.get("method", "WS")
-                self.metrics.requests.labels(system, route, method, str(status)).inc()
-                self.metrics.latency.labels(system, route, method).observe(elapsed)
-                if self.access_log:
-                    log.info(
-                        "request",
-                        method=method,
-                        path=scope.get("path"),
-                        route=route,
-                        status=status,
-                        duration_ms=round(elapsed * 1000, 3),
-                    )
+            # else: a mounted app already answered with its 500 and re-raised for logging.
+        finally:
+            elapsed = time.perf_counter() - t0
+            self._record(scope, root_path, status, elapsed)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    def _record(self, scope: Scope, root_path: str, status: int, elapsed: float) -> None:
+        route = self._route_label(scope, root_path)
+        method = scope.get("method", "WS")
+        if method not in _METHODS:
+            method = "WS" if scope["type"] == "websocket" else "OTHER"  # never a client's string
+        system = self._system_label(scope.get("path", ""))
+        key = (system, route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self.metrics.requests.labels(system, route, method, str(status)),
+                self.metrics.latency.labels(system, route, method),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
+        if self.access_log:
+            log.info(
+                "request",
+                method=method,
+                path=scope.get("path"),
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+            )
 
     def _system_label(self, path: str) -> str:
         first = path.split("/", 2)[1] if path.count("/") >= 1 else ""

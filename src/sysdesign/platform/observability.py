@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -37,9 +38,10 @@ def configure_logging(level: str = "info", fmt: str = "json", *, cache: bool = T
     ``cache=False`` lets tests reconfigure after loggers were first used.
     """
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    json_lines = fmt == "json"
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
+        structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        if json_lines
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     shared: list[structlog.typing.Processor] = [
@@ -51,7 +53,10 @@ def configure_logging(level: str = "info", fmt: str = "json", *, cache: bool = T
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # No file given: each logger writes to the sys.stdout of when it was made.
-        logger_factory=structlog.PrintLoggerFactory(),
+        # orjson renders bytes, written as they are with no decode and re-encode.
+        logger_factory=(
+            structlog.BytesLoggerFactory() if json_lines else structlog.PrintLoggerFactory()
+        ),
         cache_logger_on_first_use=cache,
     )
     handler = _StdoutHandler()
@@ -60,7 +65,7 @@ def configure_logging(level: str = "info", fmt: str = "json", *, cache: bool = T
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                renderer,
+                structlog.processors.JSONRenderer() if json_lines else renderer,
             ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )

@@ -43,6 +43,8 @@ def create_service_app(
         redoc_url=None,
         openapi_url="/openapi.json",
         responses=PROBLEM_RESPONSES,
+        # The root app measures every request already (Prometheus, access log).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         **kwargs,
     )
     app.state.platform = platform
