@@ -27,7 +27,8 @@ format: install
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
-bench: install
+bench: install  ## load comes from wrk (Debian package), installed here when missing
+	@command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/sysdesign bench platform
 
 clean:
