@@ -6,13 +6,17 @@ test and handed to the platform.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sysdesign.platform.errors import ConfigurationError
 
 # Embedded defaults; ``{data}`` is replaced by the absolute data directory.
 EMBEDDED_DEFAULTS: dict[str, str] = {
@@ -124,16 +128,23 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret
         path = self.ensure_data_dir() / "jwt-secret"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            pass
-        secret = secrets.token_urlsafe(48)
-        # O_EXCL: two processes starting together agree on one secret.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret)
+        if not path.exists():
+            # Written whole to a private temporary file, then linked into place: a reader
+            # never sees a half-written secret, and of two processes starting at once,
+            # one link wins and both use its secret.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jwt-secret-")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+        secret = path.read_text().strip()
+        if len(secret) < 32:
+            raise ConfigurationError(
+                f"{path} holds a secret shorter than 32 characters: delete it to make a new one"
+            )
         return secret

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 import structlog
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -50,6 +50,16 @@ def probe_app(root: Starlette) -> FastAPI:
     @app.get("/v1/items/{item_id}")
     async def read(item_id: int) -> dict:
         return {"id": item_id}
+
+    @app.websocket("/v1/echo")
+    async def echo(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text("hello")
+        await socket.close()
+
+    @app.websocket("/v1/denied")
+    async def denied(socket: WebSocket) -> None:
+        await socket.close(code=1008)
 
     numbers = list(range(1, 124))
 
@@ -346,3 +356,65 @@ async def test_bad_pagination_parameters(
     body = response.json()
     fields = [e["field"] for e in body.get("errors", [])] or [body.get("field")]
     assert field in fields
+
+
+async def _websocket(app: Starlette, path: str) -> list[dict]:
+    sent: list[dict] = []
+    inbox = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+
+    async def receive() -> dict:
+        return inbox.pop(0) if inbox else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": [], "scheme": "ws", "subprotocols": [],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "asgi": {"version": "3.0"},
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_websockets_are_counted_with_their_real_outcome(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    root = create_app(make_settings(tmp_path), clock=clock)
+    probe_app(root)
+    async for client in open_client(root):
+        accepted = await _websocket(root, "/probe/v1/echo")
+        assert accepted[0]["type"] == "websocket.accept"
+        assert (b"x-request-id", accepted[0]["headers"][-1][1]) in accepted[0]["headers"]
+        refused = await _websocket(root, "/probe/v1/denied")
+        assert refused[0]["type"] == "websocket.close"
+        text = (await client.get("/metrics")).text
+    assert 'method="WS",route="/probe/v1/echo",status="101"' in text
+    assert 'method="WS",route="/probe/v1/denied",status="403"' in text
+    assert 'route="/probe/v1/echo",method="WS"' not in text  # no latency for connections
+
+
+async def test_metrics_name_the_system_behind_a_root_path(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    root = create_app(make_settings(tmp_path), clock=clock)
+    async with root.router.lifespan_context(root):
+        transport = httpx.ASGITransport(app=root, root_path="/api")
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/api/accounts/v1/me")
+            assert response.status_code == 401
+            text = (await client.get("/api/metrics")).text
+    assert 'route="/accounts/v1/me",status="401",system="accounts"' in text
+
+
+async def test_placeholder_of_an_unbuilt_system_matches_only_its_own_prefix(
+    client: httpx.AsyncClient,
+) -> None:
+    unbuilt = [s for s in SYSTEMS if not s.built]
+    if not unbuilt:
+        pytest.skip("every system is built")
+    name = unbuilt[0].name
+    for method, path in (("POST", f"/{name}/v1/things"), ("GET", f"/{name}")):
+        response = await client.request(method, path)
+        assert response.json()["type"].endswith("/system-not-built"), (method, path)
+    assert (await client.get(f"/{name}ping")).json()["type"].endswith("/not-found")

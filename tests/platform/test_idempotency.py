@@ -176,3 +176,76 @@ async def test_malformed_keys_are_400(
     assert response.status_code == 400
     assert response.json()["field"] == "Idempotency-Key"
     assert ledger.charges == []
+
+
+async def test_same_key_different_query_is_422(
+    pay_client: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    headers = {"Idempotency-Key": "order-7"}
+    first = await pay_client.post("/pay/v1/charges?note=a", json={"amount": 4}, headers=headers)
+    other = await pay_client.post("/pay/v1/charges?note=b", json={"amount": 4}, headers=headers)
+    assert first.status_code == 201
+    assert other.status_code == 422
+    assert ledger.charges == [4]
+
+
+async def test_abandoned_key_is_taken_over_by_exactly_one_contender(
+    tmp_path: Path, database_url: str, clock: ManualClock
+) -> None:
+    from sysdesign.platform.db import Database
+    from sysdesign.platform.idempotency import IdempotencyStore, Reservation
+    from sysdesign.platform.migrations import migrate
+
+    db = Database(database_url)
+    await migrate(db)
+    store = IdempotencyStore(db, clock, ttl_seconds=86400, lease_seconds=60)
+    try:
+        first = await store.reserve("s", "k", "hash")
+        assert isinstance(first, Reservation)
+        clock.advance(61)  # the first holder looks dead
+        outcomes = await asyncio.gather(
+            *(store.reserve("s", "k", "hash") for _ in range(8)), return_exceptions=True
+        )
+        winners = [o for o in outcomes if isinstance(o, Reservation)]
+        assert len(winners) == 1
+        assert all(isinstance(o, Problem) and o.status == 409 for o in outcomes if o not in winners)
+
+        # The first holder wakes up late: it can neither complete nor release the key.
+        late = JSONResponse({"late": True}, 201)
+        assert await store.complete("s", "k", first, late) is False
+        await store.release("s", "k", first)
+        with pytest.raises(Problem) as still_held:
+            await store.reserve("s", "k", "hash")
+        assert still_held.value.status == 409
+
+        assert await store.complete("s", "k", winners[0], JSONResponse({"ok": 1}, 201)) is True
+        replay = await store.reserve("s", "k", "hash")
+        assert not isinstance(replay, Reservation)
+        assert replay.body == b'{"ok":1}'
+    finally:
+        await db.dispose()
+
+
+async def test_transient_client_errors_release_the_key(tmp_path: Path, clock: ManualClock) -> None:
+    root = create_app(make_settings(tmp_path), clock=clock)
+    platform = root.state.platform
+    app = create_service_app(platform, name="stock", title="Stock")
+    answers = iter([Problem(429, "busy"), None])
+
+    @app.post("/v1/reserve")
+    async def reserve_stock(request: Request) -> Response:
+        async def handler() -> Response:
+            problem = next(answers)
+            if problem is not None:
+                raise problem
+            return JSONResponse({"reserved": True}, 201)
+
+        return await platform.idempotency.run(request, "stock", handler)
+
+    root.router.routes.insert(0, Mount("/stock", app=app))
+    async for client in open_client(root):
+        headers = {"Idempotency-Key": "r-1"}
+        assert (await client.post("/stock/v1/reserve", headers=headers)).status_code == 429
+        retried = await client.post("/stock/v1/reserve", headers=headers)
+        assert retried.status_code == 201
+        assert "idempotent-replayed" not in retried.headers

@@ -66,3 +66,20 @@ def test_configured_jwt_secret_wins(tmp_path: Path) -> None:
     assert not (tmp_path / "jwt-secret").exists()
     with pytest.raises(ValidationError, match="jwt_secret"):
         Settings(data_dir=tmp_path, jwt_secret="short")
+
+
+def test_a_truncated_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    from sysdesign.platform.errors import ConfigurationError
+
+    (tmp_path / "jwt-secret").write_text("")
+    with pytest.raises(ConfigurationError, match="delete it"):
+        Settings(data_dir=tmp_path).signing_secret()
+
+
+def test_concurrent_first_runs_agree_on_one_secret(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        secrets = set(pool.map(lambda _: Settings(data_dir=tmp_path).signing_secret(), range(16)))
+    assert len(secrets) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt-secret"]  # no temporary left over

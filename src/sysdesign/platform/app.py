@@ -74,7 +74,7 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _not_built(spec: SystemSpec) -> Route:
+def _not_built(spec: SystemSpec) -> list[Route]:
     async def answer(request: Request) -> Response:
         return Problem(
             404,
@@ -85,7 +85,12 @@ def _not_built(spec: SystemSpec) -> Route:
             system=spec.name,
         ).response(request.url.path)
 
-    return Route(spec.path + "{rest:path}", answer, methods=None)
+    # "/shop" and "/shop/...", not "/shopping".
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return [
+        Route(spec.path, answer, methods=methods),
+        Route(spec.path + "/{rest:path}", answer, methods=methods),
+    ]
 
 
 def _select(only: Iterable[str] | None) -> tuple[list[str], list[SystemSpec]]:
@@ -151,7 +156,10 @@ def create_app(
         Mount(ASSETS_PATH, app=StaticFiles(directory=docs_assets_dir()), name="assets"),
     ]
     routes += [Mount(f"/{name}", app=app, name=name) for name, app in mounted.items()]
-    routes += [_not_built(spec) for spec in SYSTEMS if spec.name not in mounted and only is None]
+    if only is None:
+        for spec in SYSTEMS:
+            if spec.name not in mounted:
+                routes += _not_built(spec)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -1,12 +1,22 @@
 """``Idempotency-Key`` for writes that move money or stock.
 
 The first request with a key reserves it; its response is stored and every
-retry with the same key and the same body gets that response back, marked
-``Idempotent-Replayed: true``. The same key with a different body is a client
-error (422). A retry that arrives while the first is still running gets 409.
-A request that failed with 5xx or an exception releases its key so that it
-can be retried. Keys are scoped (per user, per system) and expire after
-``ttl_seconds``. For exactly-once, pass the request's own transaction to
+retry with the same key and the same request (method, path, query, body) gets
+that response back, marked ``Idempotent-Replayed: true``. The same key with a
+different request is a client error (422). A retry that arrives while the
+first is still running gets 409. A request that failed with 5xx, an exception,
+or a transient 4xx (408, 409, 425, 429) releases its key so that it can be
+retried. Keys are scoped (per user, per system) and expire after
+``ttl_seconds``.
+
+Each reservation carries an owner token: only its owner can complete or
+release it, and taking over an abandoned reservation (older than
+``lease_seconds``) is a conditional update that exactly one contender wins.
+
+``run()`` stores the response in a transaction of its own, after the
+handler's: a crash between the two leaves the key reserved, and after the
+lease another request may run the handler again (at-least-once). For exactly
+once, call ``reserve`` yourself and pass the handler's own transaction to
 ``complete`` so the stored response commits with the state change.
 """
 
@@ -14,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,7 +51,8 @@ from sysdesign.platform.http import Problem
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-LEASE_SECONDS = 60  # an unfinished reservation older than this is taken over
+LEASE_SECONDS = 60  # default: an unfinished reservation older than this is taken over
+_TRANSIENT = frozenset({408, 409, 425, 429})  # answers a retry may well change
 
 idempotency_table = Table(
     "idempotency_keys",
@@ -52,6 +64,7 @@ idempotency_table = Table(
     Column("body", LargeBinary, nullable=True),
     Column("content_type", String(128), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("owner", String(32), nullable=False),
     PrimaryKeyConstraint("scope", "key"),
 )
 
@@ -71,73 +84,102 @@ class StoredResponse:
         )
 
 
-def request_fingerprint(method: str, path: str, body: bytes) -> str:
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The key is ours: run the request, then ``complete`` or ``release`` with ``owner``."""
+
+    owner: str
+
+
+def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
     digest = hashlib.sha256()
-    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+    for part in (method.encode(), path.encode(), query, body):
+        digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database, clock: Clock, ttl_seconds: int) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, ttl_seconds: int, lease_seconds: int = LEASE_SECONDS
+    ) -> None:
         self.db = db
         self.clock = clock
         self.ttl_ms = ttl_seconds * 1000
+        self.lease_ms = lease_seconds * 1000
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
 
-    async def reserve(self, scope: str, key: str, request_hash: str) -> StoredResponse | None:
-        """Reserve ``key``; ``None`` means go ahead, a ``StoredResponse`` means replay it.
+    def _where(self, scope: str, key: str) -> tuple:  # type: ignore[type-arg]
+        t = idempotency_table
+        return (t.c.scope == scope, t.c.key == key)
 
-        Raises ``Problem`` 422 for a different body under the same key and 409
-        while the first request holding the key is still running.
-        """
+    async def reserve(
+        self, scope: str, key: str, request_hash: str
+    ) -> Reservation | StoredResponse:
+        """Reserve ``key``: a ``Reservation`` means go ahead, a ``StoredResponse`` means
+        replay it. Raises ``Problem`` 422 for a different request under the same key and
+        409 while the request holding the key is still running."""
+        for _ in range(3):
+            outcome = await self._try_reserve(scope, key, request_hash)
+            if outcome is not None:
+                return outcome
+        raise Problem(
+            409,
+            "This Idempotency-Key is contended; retry",
+            slug="idempotency-key-in-use",
+            title="Request in progress",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _try_reserve(
+        self, scope: str, key: str, request_hash: str
+    ) -> Reservation | StoredResponse | None:
         now = self._now_ms()
+        owner = secrets.token_hex(16)
         try:
             async with self.db.begin() as conn:
                 await conn.execute(
                     idempotency_table.insert().values(
-                        scope=scope, key=key, request_hash=request_hash, created_at=now
+                        scope=scope,
+                        key=key,
+                        request_hash=request_hash,
+                        created_at=now,
+                        owner=owner,
                     )
                 )
-            return None
+            return Reservation(owner)
         except IntegrityError:
             pass
-        async with self.db.begin() as conn:
+        async with self.db.read() as conn:
             row = (
-                await conn.execute(
-                    select(idempotency_table).where(
-                        idempotency_table.c.scope == scope, idempotency_table.c.key == key
-                    )
-                )
+                await conn.execute(select(idempotency_table).where(*self._where(scope, key)))
             ).first()
-            if row is None:  # released between our insert and this read: try once more
-                await conn.execute(
-                    idempotency_table.insert().values(
-                        scope=scope, key=key, request_hash=request_hash, created_at=now
-                    )
-                )
-                return None
-            expired = row.created_at < now - self.ttl_ms
-            abandoned = row.status is None and row.created_at < now - LEASE_SECONDS * 1000
-            if expired or abandoned:
-                await conn.execute(
+        if row is None:
+            return None  # released meanwhile: try the insert again
+        expired = row.created_at < now - self.ttl_ms
+        abandoned = row.status is None and row.created_at < now - self.lease_ms
+        if expired or abandoned:
+            # Conditional on the row as we saw it: of several contenders, one wins.
+            async with self.db.begin() as conn:
+                result = await conn.execute(
                     update(idempotency_table)
-                    .where(idempotency_table.c.scope == scope, idempotency_table.c.key == key)
+                    .where(*self._where(scope, key), idempotency_table.c.owner == row.owner)
                     .values(
                         request_hash=request_hash,
                         status=None,
                         body=None,
                         content_type=None,
                         created_at=now,
+                        owner=owner,
                     )
                 )
-                return None
+            return Reservation(owner) if result.rowcount == 1 else None
         if row.request_hash != request_hash:
             raise Problem(
                 422,
-                "This Idempotency-Key was used with a different request body",
+                "This Idempotency-Key was used with a different request",
                 slug="idempotency-key-reused",
                 title="Idempotency key reused",
                 field=HEADER,
@@ -156,13 +198,21 @@ class IdempotencyStore:
         self,
         scope: str,
         key: str,
+        reservation: Reservation,
         response: Response,
         conn: AsyncConnection | None = None,
-    ) -> None:
-        """Store the response; with ``conn`` it commits with the caller's transaction."""
+    ) -> bool:
+        """Store the response; with ``conn`` it commits with the caller's transaction.
+
+        Returns False when the reservation is no longer ours (it was taken over).
+        """
         stmt = (
             update(idempotency_table)
-            .where(idempotency_table.c.scope == scope, idempotency_table.c.key == key)
+            .where(
+                *self._where(scope, key),
+                idempotency_table.c.owner == reservation.owner,
+                idempotency_table.c.status.is_(None),
+            )
             .values(
                 status=response.status_code,
                 body=bytes(response.body),
@@ -170,17 +220,16 @@ class IdempotencyStore:
             )
         )
         if conn is not None:
-            await conn.execute(stmt)
-            return
+            return (await conn.execute(stmt)).rowcount == 1
         async with self.db.begin() as own:
-            await own.execute(stmt)
+            return (await own.execute(stmt)).rowcount == 1
 
-    async def release(self, scope: str, key: str) -> None:
+    async def release(self, scope: str, key: str, reservation: Reservation) -> None:
         async with self.db.begin() as conn:
             await conn.execute(
                 delete(idempotency_table).where(
-                    idempotency_table.c.scope == scope,
-                    idempotency_table.c.key == key,
+                    *self._where(scope, key),
+                    idempotency_table.c.owner == reservation.owner,
                     idempotency_table.c.status.is_(None),
                 )
             )
@@ -200,7 +249,7 @@ class IdempotencyStore:
         scope: str,
         handler: Callable[[], Awaitable[Response]],
     ) -> Response:
-        """Run ``handler`` at most once per ``Idempotency-Key`` (absent key: always run)."""
+        """Run ``handler`` once per ``Idempotency-Key`` (absent key: always run)."""
         key = request.headers.get(HEADER)
         if key is None:
             return await handler()
@@ -212,22 +261,28 @@ class IdempotencyStore:
                 title="Invalid Idempotency-Key",
                 field=HEADER,
             )
-        fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
-        stored = await self.reserve(scope, key, fingerprint)
-        if stored is not None:
-            return stored.to_response()
+        fingerprint = request_fingerprint(
+            request.method,
+            request.url.path,
+            request.scope.get("query_string", b""),
+            await request.body(),
+        )
+        reservation = await self.reserve(scope, key, fingerprint)
+        if isinstance(reservation, StoredResponse):
+            return reservation.to_response()
         try:
             response = await handler()
         except Problem as problem:
-            if problem.status >= 500:
-                await self.release(scope, key)
+            if problem.status >= 500 or problem.status in _TRANSIENT:
+                await self.release(scope, key, reservation)
                 raise
             response = problem.response(request.url.path)
         except BaseException:
-            await self.release(scope, key)
+            await self.release(scope, key, reservation)
             raise
-        if response.status_code >= 500:
-            await self.release(scope, key)
+        storable = hasattr(response, "body")  # a streamed body cannot be replayed
+        if response.status_code >= 500 or response.status_code in _TRANSIENT or not storable:
+            await self.release(scope, key, reservation)
         else:
-            await self.complete(scope, key, response)
+            await self.complete(scope, key, reservation, response)
         return response

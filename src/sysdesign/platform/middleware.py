@@ -139,13 +139,24 @@ class ObservabilityMiddleware:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.http.response.start":
                 started = True
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, header_value),
                 ]
+            elif kind == "websocket.accept":
+                started = True
+                status = 101
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (REQUEST_ID_HEADER, header_value),
+                ]
+            elif kind == "websocket.close" and not started:
+                started = True
+                status = 403  # closed before the handshake: the server's denial
             await send(message)
 
         t0 = time.perf_counter()
@@ -171,11 +182,13 @@ class ObservabilityMiddleware:
             structlog.contextvars.reset_contextvars(**tokens)
 
     def _record(self, scope: Scope, root_path: str, status: int, elapsed: float) -> None:
+        """Count the request; WebSockets are counted with status 101 (accepted) or the
+        status they were refused with, and kept out of the latency histogram."""
         route = self._route_label(scope, root_path)
         method = scope.get("method", "WS")
         if method not in _METHODS:
             method = "WS" if scope["type"] == "websocket" else "OTHER"  # never a client's string
-        system = self._system_label(scope.get("path", ""))
+        system = self._system_label(scope.get("path", "")[len(root_path) :])
         key = (system, route, method, status)
         series = self._series.get(key)
         if series is None:
@@ -184,7 +197,8 @@ class ObservabilityMiddleware:
                 self.metrics.latency.labels(system, route, method),
             )
         series[0].inc()
-        series[1].observe(elapsed)
+        if method != "WS":  # a connection's lifetime is not a request's latency
+            series[1].observe(elapsed)
         if self.access_log:
             log.info(
                 "request",

@@ -3,6 +3,11 @@
 A relay (the queue block's) later reads pending rows in id order, publishes
 them and marks them published. A crash between publishing and marking gives
 a duplicate publish, never a lost event; consumers deduplicate by event id.
+
+Ids are taken before commit, so transactions that overlap can commit out of
+id order: a relay must select every row not yet published, never "ids above
+the last one I saw", and order is only promised between events whose
+transactions did not overlap (one key's events, written one change at a time).
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ async def add_event(
 
 
 async def fetch_pending(conn: AsyncConnection, limit: int = 100) -> list[OutboxEvent]:
-    """The oldest unpublished events, in the order they were written."""
+    """Unpublished events, lowest id (earliest created) first."""
     rows = await conn.execute(
         select(outbox_table)
         .where(outbox_table.c.published_at.is_(None))

@@ -328,3 +328,76 @@ async def test_token_of_a_deleted_account_is_404_not_500(
         "/accounts/v1/me", headers={"Authorization": f"Bearer {token}"}
     )
     assert_problem(response, 404, "account-not-found")
+
+
+async def test_guesses_sent_at_once_are_throttled_as_they_arrive(
+    accounts_client: httpx.AsyncClient,
+) -> None:
+    import asyncio
+
+    await register(accounts_client)
+    guesses = [
+        accounts_client.post(
+            "/accounts/v1/login", json={"email": "ana@example.com", "password": f"guess {i}"}
+        )
+        for i in range(20)
+    ]
+    statuses = [r.status_code for r in await asyncio.gather(*guesses)]
+    # The per-e-mail limit is 3: no more than 3 passwords were ever checked.
+    assert statuses.count(401) == 3
+    assert statuses.count(429) == 17
+
+
+async def test_login_accepts_the_address_in_any_unicode_form(
+    accounts_client: httpx.AsyncClient,
+) -> None:
+    import unicodedata
+
+    composed = "jos\u00e9@example.com"
+    await register(accounts_client, email=composed)
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    await login(accounts_client, email=decomposed)
+
+
+async def test_refresh_racing_a_password_change_leaves_no_live_token(
+    accounts_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from sysdesign.platform.accounts import store
+    from sysdesign.platform.accounts.store import refresh_tokens_table as tokens
+
+    platform = accounts_client._transport.app.state.platform  # type: ignore[attr-defined]
+    user = await register(accounts_client)
+    pair = await login(accounts_client)
+
+    # Hold the refresh inside its transaction, right after it inserted the new token,
+    # while the password change runs: the interleaving that could leave a live token.
+    inserted, proceed = asyncio.Event(), asyncio.Event()
+    real_insert = store.insert_refresh_token
+
+    async def paused_insert(conn: object, **values: object) -> None:
+        await real_insert(conn, **values)  # type: ignore[arg-type]
+        inserted.set()
+        await asyncio.wait_for(proceed.wait(), 10)
+
+    monkeypatch.setattr(store, "insert_refresh_token", paused_insert)
+    refreshing = asyncio.create_task(platform.accounts.refresh(pair["refresh_token"]))
+    await asyncio.wait_for(inserted.wait(), 10)
+    changing = asyncio.create_task(
+        platform.accounts.change_password(int(user["id"]), "correct horse", "battery staple")
+    )
+    await asyncio.sleep(0.3)  # let the password change reach the account's lock
+    proceed.set()
+    await asyncio.gather(refreshing, changing)
+
+    async with platform.db.primary.read() as conn:
+        live = await conn.execute(
+            select(func.count())
+            .select_from(tokens)
+            .where(tokens.c.user_id == int(user["id"]), tokens.c.revoked_at.is_(None))
+        )
+        assert live.scalar_one() == 0  # the rotated-in token was revoked too

@@ -117,7 +117,9 @@ def _unauthorized(slug: str, detail: str) -> Problem:
 class FailureThrottle:
     """Counts failures per key in a sliding window; refuses once a key reaches its limit.
 
-    In-process: each server process keeps its own counts.
+    Callers count an attempt *before* the slow check it guards and ``forgive`` it
+    when it succeeds, so guesses sent all at once are counted as they arrive,
+    not after the check. In-process: each server process keeps its own counts.
     """
 
     def __init__(self, limit: int, window_seconds: float, clock: Clock, max_keys: int = 100_000):
@@ -145,6 +147,12 @@ class FailureThrottle:
         if times is None or len(times) < self.limit:
             return None
         return max(1, int(times[0] + self.window - self._clock.monotonic()) + 1)
+
+    def forgive(self, key: str) -> None:
+        """Take back the most recent count of ``key`` (an attempt that succeeded)."""
+        times = self._failures.get(key)
+        if times:
+            times.pop()
 
     def record_failure(self, key: str) -> None:
         times = self._failures.get(key)

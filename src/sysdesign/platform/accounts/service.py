@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +38,8 @@ def _hash_token(token: str) -> str:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """One spelling per address: NFC (as registration's validator leaves it), lower case."""
+    return unicodedata.normalize("NFC", email.strip()).lower()
 
 
 class AccountService:
@@ -111,17 +113,20 @@ class AccountService:
     async def login(self, email: str, password: str, ip: str) -> TokenPair:
         email = normalize_email(email)
         self._check_throttle(email, ip)
+        # Counted as a failure until proven otherwise: with no await between the check
+        # and the count, concurrent guesses cannot all slip past the limit.
+        self.email_throttle.record_failure(email)
+        self.ip_throttle.record_failure(ip)
         async with self.db.read() as conn:
             user = await store.user_by_email(conn, email)
         # Verify against a dummy hash for unknown e-mails: same answer, same cost.
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if not ok or user is None:
-            self.email_throttle.record_failure(email)
-            self.ip_throttle.record_failure(ip)
             raise Problem(
                 401, INVALID_LOGIN, slug="invalid-credentials", title="Invalid credentials"
             )
         self.email_throttle.reset(email)
+        self.ip_throttle.forgive(ip)
         return await self._issue(user.id, family_id=self.ids.next_id())
 
     async def _issue(self, user_id: int, family_id: int, conn: object | None = None) -> TokenPair:
@@ -156,8 +161,14 @@ class AccountService:
             field="refresh_token",
         )
         now = self._now_ms()
+        token_hash = _hash_token(refresh_token)
         async with self.db.begin() as conn:
-            row = await store.refresh_token_by_hash(conn, _hash_token(refresh_token))
+            row = await store.refresh_token_by_hash(conn, token_hash)
+            if row is not None:
+                # Serialise with logout and password change on this account, then look
+                # again: a revocation that committed while we waited must be seen.
+                await store.lock_user(conn, row.user_id)
+                row = await store.refresh_token_by_hash(conn, token_hash)
             if row is None or row.revoked_at is not None:
                 raise invalid
             if row.expires_at <= now:
@@ -190,6 +201,7 @@ class AccountService:
         async with self.db.begin() as conn:
             row = await store.refresh_token_by_hash(conn, _hash_token(refresh_token))
             if row is not None:
+                await store.lock_user(conn, row.user_id)  # no rotation may slip past
                 await store.revoke_family(conn, row.family_id, self._now_ms())
 
     async def get_user(self, user_id: int) -> store.UserRow:
@@ -211,7 +223,8 @@ class AccountService:
         return await self.get_user(user_id)
 
     async def change_password(self, user_id: int, current: str, new: str) -> None:
-        """Verify the current password, set the new one, and end every other login."""
+        """Verify the current password, set the new one, and revoke every refresh token of
+        the account, this login's included. Access tokens live until they expire."""
         user = await self.get_user(user_id)
         if not await self.passwords.verify(user.password_hash, current):
             raise Problem(
@@ -224,5 +237,6 @@ class AccountService:
         new_hash = await self.passwords.hash(new)
         now = self._now_ms()
         async with self.db.begin() as conn:
+            await store.lock_user(conn, user_id)
             await store.update_user(conn, user_id, password_hash=new_hash, updated_at=now)
             await store.revoke_user_tokens(conn, user_id, now)

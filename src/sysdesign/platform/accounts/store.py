@@ -91,6 +91,18 @@ async def user_by_id(conn: AsyncConnection, user_id: int) -> UserRow | None:
     return _user(row) if row else None
 
 
+async def lock_user(conn: AsyncConnection, user_id: int) -> None:
+    """Hold the account's row until the transaction ends (``FOR UPDATE``).
+
+    Token rotation, logout and password change take it first, so a revocation
+    always sees the tokens a concurrent rotation inserts. SQLite needs no row
+    lock: its write transactions already run one at a time.
+    """
+    await conn.execute(
+        select(users_table.c.id).where(users_table.c.id == user_id).with_for_update()
+    )
+
+
 async def count_users(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(users_table))).scalar_one())
 

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary, nullable=True),
         sa.Column("content_type", sa.String(128), nullable=True),
         sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("owner", sa.String(32), nullable=False),
         sa.PrimaryKeyConstraint("scope", "key", name="pk_idempotency_keys"),
     )
     op.create_table(
