@@ -61,6 +61,9 @@ def _serve(settings: Settings, only: list[str] | None, demo: int) -> None:
     platform = Platform(settings)
 
     async def prepare() -> None:
+        # Started here as well as in the app's lifespan: a backend that is down fails
+        # in one line before uvicorn starts, and demo data is in place before the first
+        # request. Closed again because uvicorn runs the app on an event loop of its own.
         await platform.start()
         if demo:
             from sysdesign.platform.accounts.seed import DEMO_PASSWORD, demo_email, seed

@@ -20,6 +20,8 @@ from sysdesign.platform.http import Problem
 from sysdesign.platform.observability import HttpMetrics, get_logger
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The messages that open a response, and so carry its headers.
+_OPENINGS = frozenset({"http.response.start", "websocket.http.response.start", "websocket.accept"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -140,16 +142,9 @@ class ObservabilityMiddleware:
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
             kind = message["type"]
-            if kind == "http.response.start" or kind == "websocket.http.response.start":
+            if kind in _OPENINGS:
                 started = True
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (REQUEST_ID_HEADER, header_value),
-                ]
-            elif kind == "websocket.accept":
-                started = True
-                status = 101
+                status = message.get("status", 101)  # websocket.accept carries none
                 message["headers"] = [
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, header_value),

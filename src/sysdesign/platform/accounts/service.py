@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sysdesign.platform.accounts import store
 from sysdesign.platform.accounts.security import FailureThrottle, Passwords, TokenService
@@ -127,12 +128,14 @@ class AccountService:
             )
         self.email_throttle.reset(email)
         self.ip_throttle.forgive(ip)
-        return await self._issue(user.id, family_id=self.ids.next_id())
+        async with self.db.begin() as conn:
+            return await self._issue(conn, user.id, family_id=self.ids.next_id())
 
-    async def _issue(self, user_id: int, family_id: int, conn: object | None = None) -> TokenPair:
+    async def _issue(self, conn: AsyncConnection, user_id: int, family_id: int) -> TokenPair:
         refresh = secrets.token_urlsafe(32)
         now = self._now_ms()
-        values = dict(
+        await store.insert_refresh_token(
+            conn,
             token_id=self.ids.next_id(),
             token_hash=_hash_token(refresh),
             user_id=user_id,
@@ -140,11 +143,6 @@ class AccountService:
             created_at=now,
             expires_at=now + self.refresh_ttl_ms,
         )
-        if conn is None:
-            async with self.db.begin() as own:
-                await store.insert_refresh_token(own, **values)
-        else:
-            await store.insert_refresh_token(conn, **values)  # type: ignore[arg-type]
         return TokenPair(
             access_token=self.tokens.issue(user_id, family_id),
             expires_in=self.tokens.ttl_seconds,
@@ -185,7 +183,7 @@ class AccountService:
                 reused = True
             else:
                 reused = False
-                pair = await self._issue(row.user_id, row.family_id, conn)
+                pair = await self._issue(conn, row.user_id, row.family_id)
         if reused:
             raise Problem(
                 401,
