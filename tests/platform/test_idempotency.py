@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.routing import Mount
 
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
+from sysdesign.platform.context import Platform
 from sysdesign.platform.http import Problem
 from sysdesign.platform.service_app import create_service_app
 from tests.conftest import make_settings, open_client
+
+
+def idempotent_service(
+    name: str,
+    path: str,
+    handle: Callable[[Request], Awaitable[Response]],
+    scope: Callable[[Request], str] = lambda request: "any",
+) -> Callable[[Platform], FastAPI]:
+    """A system whose one POST endpoint runs ``handle`` behind ``Idempotency-Key``."""
+
+    def build(platform: Platform) -> FastAPI:
+        app = create_service_app(platform, name=name, title=name.title())
+
+        @app.post(path)
+        async def endpoint(request: Request) -> Response:
+            return await platform.idempotency.run(
+                request, f"{name}:{scope(request)}", lambda: handle(request)
+            )
+
+        return app
+
+    return build
 
 
 class Ledger:
@@ -35,30 +57,26 @@ def ledger() -> Ledger:
 async def pay_client(
     tmp_path: Path, database_url: str, clock: ManualClock, ledger: Ledger
 ) -> AsyncIterator[httpx.AsyncClient]:
-    root = create_app(
-        make_settings(tmp_path, database_url=database_url, auto_migrate=True), clock=clock
-    )
-    platform = root.state.platform
-    app = create_service_app(platform, name="pay", title="Pay")
-
-    @app.post("/v1/charges")
     async def charge(request: Request) -> Response:
-        async def handler() -> Response:
-            body = await request.json()
-            if ledger.gate is not None:
-                await ledger.gate.wait()
-            if ledger.fail_next:
-                ledger.fail_next = False
-                raise RuntimeError("card network down")
-            if body["amount"] <= 0:
-                raise Problem(422, "amount must be positive", field="amount")
-            ledger.charges.append(body["amount"])
-            return JSONResponse({"charge": len(ledger.charges), "amount": body["amount"]}, 201)
+        body = await request.json()
+        if ledger.gate is not None:
+            await ledger.gate.wait()
+        if ledger.fail_next:
+            ledger.fail_next = False
+            raise RuntimeError("card network down")
+        if body["amount"] <= 0:
+            raise Problem(422, "amount must be positive", field="amount")
+        ledger.charges.append(body["amount"])
+        return JSONResponse({"charge": len(ledger.charges), "amount": body["amount"]}, 201)
 
-        user = request.headers.get("x-user", "anonymous")
-        return await platform.idempotency.run(request, f"pay:{user}", handler)
-
-    root.router.routes.insert(0, Mount("/pay", app=app))
+    pay = idempotent_service(
+        "pay", "/v1/charges", charge, scope=lambda r: r.headers.get("x-user", "anonymous")
+    )
+    root = create_app(
+        make_settings(tmp_path, database_url=database_url, auto_migrate=True),
+        clock=clock,
+        extra_apps={"pay": pay},
+    )
     async for client in open_client(root):
         yield client
 
@@ -227,22 +245,16 @@ async def test_abandoned_key_is_taken_over_by_exactly_one_contender(
 
 
 async def test_transient_client_errors_release_the_key(tmp_path: Path, clock: ManualClock) -> None:
-    root = create_app(make_settings(tmp_path), clock=clock)
-    platform = root.state.platform
-    app = create_service_app(platform, name="stock", title="Stock")
     answers = iter([Problem(429, "busy"), None])
 
-    @app.post("/v1/reserve")
     async def reserve_stock(request: Request) -> Response:
-        async def handler() -> Response:
-            problem = next(answers)
-            if problem is not None:
-                raise problem
-            return JSONResponse({"reserved": True}, 201)
+        problem = next(answers)
+        if problem is not None:
+            raise problem
+        return JSONResponse({"reserved": True}, 201)
 
-        return await platform.idempotency.run(request, "stock", handler)
-
-    root.router.routes.insert(0, Mount("/stock", app=app))
+    stock = idempotent_service("stock", "/v1/reserve", reserve_stock)
+    root = create_app(make_settings(tmp_path), clock=clock, extra_apps={"stock": stock})
     async for client in open_client(root):
         headers = {"Idempotency-Key": "r-1"}
         assert (await client.post("/stock/v1/reserve", headers=headers)).status_code == 429
