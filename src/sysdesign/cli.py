@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,10 @@ bench_app = typer.Typer(
     help="Benchmarks against anchors measured in the same run.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+queue_app = typer.Typer(
+    help="The queue on SYSDESIGN_QUEUE_URL: topics, lag, dead letters.", no_args_is_help=True
+)
+app.add_typer(queue_app, name="queue")
 console = Console()
 err = Console(stderr=True)
 
@@ -44,10 +49,14 @@ def _fail(message: str) -> None:
 
 
 def _run(coro: Awaitable[Any]) -> Any:
+    from sysdesign.blocks.queue import QueueError
+
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except (ConfigurationError, BackendUnavailable) as exc:
         _fail(str(exc))
+    except QueueError as exc:
+        _fail(f"{exc.__class__.__name__}: {exc}")
 
 
 def _serve(settings: Settings, only: list[str] | None, demo: int) -> None:
@@ -225,6 +234,124 @@ def bench_platform(
     from sysdesign.platform.bench import run_platform_bench
 
     run_platform_bench(duration=duration, connections=connections, out_dir=out, console=console)
+
+
+def _with_queue(action: Callable[[Any], Awaitable[Any]]) -> Any:
+    from sysdesign.blocks.queue import open_queue
+
+    settings = _settings()
+
+    async def run() -> Any:
+        queue = open_queue(settings.url("queue"))
+        await queue.connect()
+        try:
+            return await action(queue)
+        finally:
+            await queue.close()
+
+    return _run(run())
+
+
+@queue_app.command("topics")
+def queue_topics() -> None:
+    """Every topic: partitions, retained messages, groups, dead letters waiting."""
+
+    async def run(queue: Any) -> list[tuple[Any, int]]:
+        topics = await queue.topics()
+        return [(t, await queue.dead_letter_depth(t.name)) for t in topics]
+
+    table = Table("topic", "partitions", "messages", "groups", "dead letters")
+    for topic, dead in _with_queue(run):
+        table.add_row(
+            topic.name,
+            str(topic.partitions),
+            str(topic.messages),
+            ", ".join(topic.groups),
+            str(dead),
+        )
+    console.print(table)
+
+
+@queue_app.command("lag")
+def queue_lag(
+    topic: Annotated[str | None, typer.Argument(help="One topic (default: all).")] = None,
+    group: Annotated[str | None, typer.Option(help="One consumer group.")] = None,
+) -> None:
+    """Messages each consumer group has not yet acknowledged, per partition."""
+
+    async def run(queue: Any) -> list[Any]:
+        names = [topic] if topic else [t.name for t in await queue.topics()]
+        return [lag for name in names for lag in await queue.lag(name, group)]
+
+    table = Table("topic", "group", "lag", "per partition", "members holding partitions")
+    for lag in _with_queue(run):
+        parts = " ".join(f"{p}:{n}" for p, n in sorted(lag.partitions.items()))
+        table.add_row(
+            lag.topic, lag.group, str(lag.total), parts, str(len(set(lag.owners.values())))
+        )
+    console.print(table)
+
+
+@queue_app.command("dlq")
+def queue_dlq(
+    topic: Annotated[str, typer.Argument(help="The topic whose dead letters to show.")],
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Publish them back to the topic.")
+    ] = False,
+) -> None:
+    """Dead letters of TOPIC (oldest first), or replay them with --replay."""
+    if replay:
+        count = _with_queue(lambda queue: queue.replay_dead_letters(topic, limit))
+        console.print(f"[green]replayed[/green] {count} dead letters to {topic}")
+        return
+    table = Table("id", "key", "attempts", "failed at (UTC)", "error", "payload")
+    for m in _with_queue(lambda queue: queue.dead_letters(topic, limit)):
+        failed = m.headers.get("dlq-failed-at")
+        when = (
+            datetime.fromtimestamp(float(failed), UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if failed
+            else ""
+        )
+        payload = m.payload[:60].decode(errors="replace")
+        table.add_row(
+            m.headers.get("dlq-id", m.id),
+            m.key or "",
+            m.headers.get("dlq-attempts", ""),
+            when,
+            m.headers.get("dlq-error", ""),
+            payload,
+        )
+    console.print(table)
+
+
+@queue_app.command("reset")
+def queue_reset(
+    topic: Annotated[str, typer.Argument()],
+    group: Annotated[str, typer.Argument()],
+    to: Annotated[
+        str,
+        typer.Option(help="earliest, latest, an offset for every partition, or an ISO 8601 time."),
+    ],
+) -> None:
+    """Move a stopped consumer group to a time or an offset, to replay (or skip) messages."""
+    target: dict[str, Any]
+    if to in ("earliest", "latest"):
+        target = {"to_offset": to}
+    elif to.lstrip("-").isdigit():
+        target = {"to_offset": int(to)}
+    else:
+        try:
+            moment = datetime.fromisoformat(to)
+        except ValueError:
+            _fail(f"--to: {to!r} is not earliest, latest, an offset or an ISO 8601 time")
+            raise
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        target = {"to_time": moment.timestamp()}
+    positions = _with_queue(lambda queue: queue.reset(topic, group, **target))
+    parts = " ".join(f"{p}:{o}" for p, o in sorted(positions.items()))
+    console.print(f"[green]reset[/green] {group} on {topic}: {parts}")
 
 
 def main() -> None:

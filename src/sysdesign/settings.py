@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = Field(default=100, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
     idempotency_ttl_seconds: int = Field(default=86400, ge=1)
+    outbox_relay: bool = True  # publish outbox events to the queue from this process
 
     @field_validator("log_format")
     @classmethod

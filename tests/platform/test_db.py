@@ -126,9 +126,9 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 
 
 async def test_migrations_apply_and_are_idempotent(migrated: Database) -> None:
-    assert await current_revisions(migrated) == ["0001_platform"]
+    assert await current_revisions(migrated) == ["0002_inbox"]
     await migrate(migrated)  # a second run is a no-op
-    assert await current_revisions(migrated) == ["0001_platform"]
+    assert await current_revisions(migrated) == ["0002_inbox"]
 
 
 async def test_unit_of_work_commits_state_and_event_together(migrated: Database) -> None:
@@ -180,7 +180,7 @@ async def test_migrate_all_covers_every_shard(tmp_path: Path) -> None:
     try:
         await migrate_all(router)
         for db in router.shards:
-            assert await current_revisions(db) == ["0001_platform"]
+            assert await current_revisions(db) == ["0002_inbox"]
     finally:
         await router.dispose()
 

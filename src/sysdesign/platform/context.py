@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -24,6 +25,10 @@ from sysdesign.platform.migrations import migrate_all
 from sysdesign.platform.observability import HttpMetrics
 from sysdesign.platform.uow import UnitOfWork
 from sysdesign.settings import Settings
+
+if TYPE_CHECKING:
+    from sysdesign.blocks.queue import Queue
+    from sysdesign.blocks.queue.relay import OutboxRelay
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -86,10 +91,27 @@ class Platform:
     def idempotency(self) -> IdempotencyStore:
         return IdempotencyStore(self.db.primary, self.clock, self.settings.idempotency_ttl_seconds)
 
+    @cached_property
+    def queue(self) -> Queue:
+        """The queue block on ``queue_url``. Its visibility timeouts, leases and
+        backoffs are operational and run on real time, whatever ``clock`` is."""
+        from sysdesign.blocks.queue import open_queue
+
+        queue = open_queue(self.settings.url("queue"))
+        self.add_readiness_check("queue", queue.ping)
+        return queue
+
+    @cached_property
+    def relay(self) -> OutboxRelay:
+        from sysdesign.blocks.queue.relay import OutboxRelay
+
+        return OutboxRelay(self.db, self.queue, clock=self.clock)
+
     def unit_of_work(self, shard_key: object | None = None) -> UnitOfWork:
         """A transaction on the shard owning ``shard_key`` (the primary when ``None``)."""
         db = self.db.primary if shard_key is None else self.db.for_key(shard_key)
-        return UnitOfWork(db, self.ids, self.clock)
+        wake = self.relay.wake if "relay" in self.__dict__ else None
+        return UnitOfWork(db, self.ids, self.clock, on_events_committed=wake)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -111,7 +133,23 @@ class Platform:
                 ) from None
         if self.settings.should_auto_migrate:
             await migrate_all(self.db)
+        if self.settings.outbox_relay:
+            await self.connect_queue()
+            self.relay.start()
         self._started = True
+
+    async def connect_queue(self) -> Queue:
+        """The queue, connected; one clear error when its backend is unreachable."""
+        queue = self.queue
+        try:
+            await queue.connect()
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"queue {queue.name} is unreachable: {exc.__class__.__name__}: {exc}"
+            ) from None
+        return queue
 
     async def readiness(self, timeout: float = 3.0) -> dict[str, str]:
         """``{check: "ok" | error}`` for every configured backend."""
@@ -130,6 +168,10 @@ class Platform:
         return dict(zip(names, results, strict=True))
 
     async def close(self) -> None:
+        if "relay" in self.__dict__:
+            await self.relay.stop()
+        if "queue" in self.__dict__:
+            await self.queue.close()
         if "db" in self.__dict__:
             await self.db.dispose()
         self._started = False

@@ -71,14 +71,25 @@ async def add_event(
     return event_id
 
 
-async def fetch_pending(conn: AsyncConnection, limit: int = 100) -> list[OutboxEvent]:
-    """Unpublished events, lowest id (earliest created) first."""
-    rows = await conn.execute(
+async def fetch_pending(
+    conn: AsyncConnection, limit: int = 100, *, lock: bool = False
+) -> list[OutboxEvent]:
+    """Unpublished events, lowest id (earliest created) first.
+
+    ``lock`` locks the rows for the caller's transaction and skips rows
+    another transaction has locked (``FOR UPDATE SKIP LOCKED`` where the
+    engine has it; SQLite's write transaction is exclusive already), so
+    several relays share the work instead of publishing the same rows.
+    """
+    query = (
         select(outbox_table)
         .where(outbox_table.c.published_at.is_(None))
         .order_by(outbox_table.c.id)
         .limit(limit)
     )
+    if lock:
+        query = query.with_for_update(skip_locked=True)
+    rows = await conn.execute(query)
     return [
         OutboxEvent(
             id=row.id,

@@ -52,14 +52,18 @@ class SqliteFile:
     def __init__(self, path: str | Path, schema: str, name: str = "sqlite") -> None:
         self.path = str(path)
         self._schema = schema
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-w")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-r")
+        self._name = name
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        """Create the file and schema; ``BackendUnavailable`` when it cannot."""
+        """Create the file and schema; ``BackendUnavailable`` when it cannot.
+        A closed file may be opened again."""
         loop = asyncio.get_running_loop()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self._name}-w")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"{self._name}-r")
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._wconn = await loop.run_in_executor(self._writer, _connect, self.path)
@@ -74,8 +78,9 @@ class SqliteFile:
             if conn is not None:
                 await loop.run_in_executor(executor, conn.close)
         self._wconn = self._rconn = None
-        self._writer.shutdown(wait=False)
-        self._reader.shutdown(wait=False)
+        for executor in (self._writer, self._reader):
+            if executor is not None:
+                executor.shutdown(wait=False)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction; an exception rolls it back."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -19,10 +20,17 @@ class UnitOfWork:
     exception rolls both back, so no event is published for a change that did
     not happen, and no change happens without its event."""
 
-    def __init__(self, db: Database, ids: SnowflakeGenerator, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ids: SnowflakeGenerator,
+        clock: Clock,
+        on_events_committed: Callable[[], None] | None = None,
+    ) -> None:
         self.db = db
+        self.clock = clock
         self._ids = ids
-        self._clock = clock
+        self._on_events_committed = on_events_committed
         self._conn: AsyncConnection | None = None
         self._cm: Any = None
         self.emitted: list[int] = []
@@ -45,9 +53,12 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> bool | None:
         try:
-            return await self._cm.__aexit__(exc_type, exc, tb)
+            result = await self._cm.__aexit__(exc_type, exc, tb)
         finally:
             self._conn = None
+        if exc_type is None and self.emitted and self._on_events_committed is not None:
+            self._on_events_committed()  # the relay publishes now rather than at its next poll
+        return result
 
     async def emit(
         self,
@@ -65,7 +76,7 @@ class UnitOfWork:
             payload=payload,
             key=key,
             headers=headers,
-            created_at_ms=int(self._clock.time() * 1000),
+            created_at_ms=int(self.clock.time() * 1000),
         )
         self.emitted.append(event_id)
         return event_id

@@ -55,6 +55,13 @@ class InvalidName(QueueError, ValueError):
 class UnknownTopic(QueueError, LookupError):
     """The topic has never been created or published to."""
 
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.topic = topic
+
+    def __str__(self) -> str:
+        return f"no topic named {self.topic!r}"
+
 
 class GroupActive(QueueError):
     """The group has live members; stop them before resetting its offsets."""

@@ -439,7 +439,7 @@ class SqliteQueueBackend(QueueBackend):
 
         found = await self._read(run)
         if found is None:
-            raise UnknownTopic(f"{topic} has no group {group}")
+            raise UnknownTopic(topic)
         first, acked = found
         if first is not None:
             return first
