@@ -236,6 +236,38 @@ def bench_platform(
     run_platform_bench(duration=duration, connections=connections, out_dir=out, console=console)
 
 
+@bench_app.command("queue")
+def bench_queue(
+    messages: Annotated[int, typer.Option(min=400, help="Messages per measurement.")] = 20000,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,
+    redis: Annotated[
+        str | None, typer.Option(envvar="SYSDESIGN_TEST_REDIS_URL", help="Redis to measure.")
+    ] = None,
+    nats: Annotated[
+        str | None, typer.Option(envvar="SYSDESIGN_TEST_NATS_URL", help="NATS to measure.")
+    ] = None,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Queue throughput and latency per backend, beside the raw redis-py and nats-py loops."""
+
+    from sysdesign.benchmarks import BenchmarkError
+    from sysdesign.blocks.queue.bench import run_queue_bench
+
+    settings = _settings()
+    try:
+        run_queue_bench(
+            sqlite_dir=settings.ensure_data_dir(),
+            redis_url=redis,
+            nats_url=nats,
+            messages=messages,
+            rounds=rounds,
+            out_dir=out,
+            console=console,
+        )
+    except (BenchmarkError, BackendUnavailable, ConfigurationError) as exc:
+        _fail(str(exc))
+
+
 def _with_queue(action: Callable[[Any], Awaitable[Any]]) -> Any:
     from sysdesign.blocks.queue import open_queue
 
