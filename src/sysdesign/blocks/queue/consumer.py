@@ -108,8 +108,8 @@ class Subscription:
 
     @property
     def partitions(self) -> list[int]:
-        """The partitions this member holds now."""
-        return sorted(self._workers)
+        """The partitions this member holds and is working on (not those it is giving up)."""
+        return sorted(p for p, w in self._workers.items() if not w.stop.is_set())
 
     async def start(self) -> Subscription:
         self._partitions = await self.queue.partitions(self.topic)

@@ -21,6 +21,12 @@ def _split(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query="")), prefix
 
 
+def _share(n: int, partition: int, partitions: int) -> int:
+    """How many of messages ``0..n-1`` went to ``partition`` (message i goes to i mod P):
+    each drain stops as soon as its own stream is empty, as the subject's consumer does."""
+    return len(range(partition, n, partitions))
+
+
 class RawRedis:
     def __init__(self, url: str, payload: bytes, partitions: int) -> None:
         self.url, self.prefix = _split(url)
@@ -56,10 +62,9 @@ class RawRedis:
         streams = [self._stream(p) for p in range(self.partitions)]
         for stream in streams:
             await self.client.xgroup_create(stream, "g", id="0", mkstream=True)
-        remaining = n
 
-        async def drain(stream: str) -> None:
-            nonlocal remaining
+        async def drain(p: int) -> None:
+            stream, remaining = streams[p], _share(n, p, self.partitions)
             while remaining > 0:
                 reply = await self.client.xreadgroup("g", "c", {stream: ">"}, count=500, block=200)
                 if not reply:
@@ -69,7 +74,7 @@ class RawRedis:
                 remaining -= len(ids)
 
         start = time.perf_counter()
-        await asyncio.gather(*(drain(s) for s in streams))
+        await asyncio.gather(*(drain(p) for p in range(self.partitions)))
         return n / (time.perf_counter() - start)
 
     async def publish_batch_range(self, start: int, end: int) -> None:
@@ -126,10 +131,9 @@ class RawNats:
                     for i in range(start, min(start + 1000, n))
                 )
             )
-        remaining = n
 
         async def drain(p: int) -> None:
-            nonlocal remaining
+            remaining = _share(n, p, self.partitions)
             sub = await self.js.pull_subscribe(self._subject(p), durable=f"g{p}")
             while remaining > 0:
                 try:
