@@ -13,6 +13,7 @@ died).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -147,7 +148,7 @@ class Subscription:
 
     async def _coordinate(self) -> None:
         while True:
-            await self.clock.sleep(self.tick)
+            await asyncio.sleep(self.tick)  # real time: leases expire in real time
             try:
                 await self._rebalance()
             except asyncio.CancelledError:
@@ -209,9 +210,8 @@ class Subscription:
                     worker.busy = True
                 last_ack = self.clock.monotonic()
                 for message in batch:
-                    if stop.is_set():
-                        break
-                    await self._handle(message)
+                    if stop.is_set() or not await self._handle(message, stop):
+                        break  # what is not acknowledged goes to the partition's next holder
                     done.append(message)
                     if self.clock.monotonic() - last_ack >= ACK_INTERVAL_SECONDS:
                         await self._ack(partition, done)
@@ -246,7 +246,9 @@ class Subscription:
             await self.backend.ack(self.topic, self.group, partition, self.member, done)
             done.clear()
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message, stop: asyncio.Event) -> bool:
+        """Handle until success or dead letter (``True``), or give the message up
+        unacknowledged when told to stop while waiting to retry (``False``)."""
         attempt = message.attempt
         error: str | None = None
         while True:
@@ -256,14 +258,14 @@ class Subscription:
                     "(its consumer died or lost the partition)"
                 )
                 await self._dead_letter(replace(message, attempt=attempt - 1), reason)
-                return
+                return True
             current = message if attempt == message.attempt else replace(message, attempt=attempt)
             try:
                 async with self._semaphore:
                     async with asyncio.timeout(self.visibility_timeout):
                         await self.handler(current)
                 self.stats.handled += 1
-                return
+                return True
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
@@ -281,8 +283,11 @@ class Subscription:
             )
             if attempt >= self.max_attempts:
                 await self._dead_letter(current, error)
-                return
-            await self.clock.sleep(self.backoff.delay(attempt))
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.backoff.delay(attempt))
+            if stop.is_set():
+                return False
             attempt += 1
 
     async def _dead_letter(self, message: Message, error: str) -> None:
