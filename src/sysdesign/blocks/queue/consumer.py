@@ -64,6 +64,16 @@ class _Worker:
     busy: bool = False
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if the first one was lost
+    (some client libraries swallow a cancellation that races with a reply)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("queue.coordinator_failed", error=str(task.exception()))
+
+
 def default_member_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -124,14 +134,17 @@ class Subscription:
     async def stop(self) -> None:
         """Finish the messages in hand, acknowledge them, give every partition up."""
         if self._coordinator is not None:
-            self._coordinator.cancel()
-            await asyncio.gather(self._coordinator, return_exceptions=True)
+            await _cancel(self._coordinator)
             self._coordinator = None
         for worker in self._workers.values():
             worker.stop.set()
-            if not worker.busy:
-                worker.task.cancel()
-        await asyncio.gather(*(w.task for w in self._workers.values()), return_exceptions=True)
+        # A busy worker finishes the message in hand; one waiting for messages is
+        # cancelled, again if a library swallowed the first cancellation.
+        while pending := [w for w in self._workers.values() if not w.task.done()]:
+            for worker in pending:
+                if not worker.busy:
+                    worker.task.cancel()
+            await asyncio.wait([w.task for w in pending], timeout=0.5)
         self._workers.clear()
         try:
             await self.backend.leave(self.topic, self.group, self.member)
