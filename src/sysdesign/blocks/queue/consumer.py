@@ -62,6 +62,8 @@ class _Worker:
     stop: asyncio.Event
     renewed_at: float
     busy: bool = False
+    handling_since: float | None = None  # when the handler in progress started
+    timed_out: bool = False  # the coordinator cancelled the handler for running too long
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -72,6 +74,12 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await asyncio.wait([task], timeout=0.5)
     if not task.cancelled() and task.exception() is not None:
         log.warning("queue.coordinator_failed", error=str(task.exception()))
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def default_member_id() -> str:
@@ -112,7 +120,8 @@ class Subscription:
         self.tick = min(visibility_timeout / 3, 1.0)
         self.member = member or default_member_id()
         self.stats = SubscriptionStats()
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self._semaphore: asyncio.Semaphore | None = None
         self._workers: dict[int, _Worker] = {}
         self._coordinator: asyncio.Task[None] | None = None
         self._partitions = 0
@@ -124,6 +133,8 @@ class Subscription:
 
     async def start(self) -> Subscription:
         self._partitions = await self.queue.partitions(self.topic)
+        if self.concurrency < self._partitions:  # otherwise one handler per partition is the bound
+            self._semaphore = asyncio.Semaphore(self.concurrency)
         await self.backend.create_group(self.topic, self.group, self.start_position)
         await self._rebalance()
         self._coordinator = asyncio.create_task(
@@ -162,6 +173,7 @@ class Subscription:
     async def _coordinate(self) -> None:
         while True:
             await asyncio.sleep(self.tick)  # real time: leases expire in real time
+            self._cancel_overdue()
             try:
                 await self._rebalance()
             except asyncio.CancelledError:
@@ -171,6 +183,16 @@ class Subscription:
                     "queue.rebalance_failed", topic=self.topic, group=self.group, error=str(exc)
                 )
                 self._stop_unrenewed()
+
+    def _cancel_overdue(self) -> None:
+        # One watchdog per member instead of a timer per message: a handler past
+        # its visibility timeout is cancelled within a tick.
+        now = self.clock.monotonic()
+        for worker in self._workers.values():
+            since = worker.handling_since
+            if since is not None and not worker.timed_out and now - since > self.visibility_timeout:
+                worker.timed_out = True
+                worker.task.cancel()
 
     def _stop_unrenewed(self) -> None:
         # Past its lease another member may hold the partition: stop handling it.
@@ -223,7 +245,7 @@ class Subscription:
                     worker.busy = True
                 last_ack = self.clock.monotonic()
                 for message in batch:
-                    if stop.is_set() or not await self._handle(message, stop):
+                    if stop.is_set() or not await self._handle(message, stop, worker):
                         break  # what is not acknowledged goes to the partition's next holder
                     done.append(message)
                     if self.clock.monotonic() - last_ack >= ACK_INTERVAL_SECONDS:
@@ -259,7 +281,7 @@ class Subscription:
             await self.backend.ack(self.topic, self.group, partition, self.member, done)
             done.clear()
 
-    async def _handle(self, message: Message, stop: asyncio.Event) -> bool:
+    async def _handle(self, message: Message, stop: asyncio.Event, worker: _Worker | None) -> bool:
         """Handle until success or dead letter (``True``), or give the message up
         unacknowledged when told to stop while waiting to retry (``False``)."""
         attempt = message.attempt
@@ -274,14 +296,14 @@ class Subscription:
                 return True
             current = message if attempt == message.attempt else replace(message, attempt=attempt)
             try:
-                async with self._semaphore:
-                    async with asyncio.timeout(self.visibility_timeout):
-                        await self.handler(current)
+                await self._run_handler(current, worker)
                 self.stats.handled += 1
                 return True
             except asyncio.CancelledError:
-                raise
-            except TimeoutError:
+                if worker is None or not worker.timed_out:
+                    raise
+                worker.timed_out = False
+                _uncancel()
                 error = f"handler did not finish within {self.visibility_timeout:g}s"
             except Exception as exc:
                 error = f"{exc.__class__.__name__}: {exc}"
@@ -302,6 +324,23 @@ class Subscription:
             if stop.is_set():
                 return False
             attempt += 1
+
+    async def _run_handler(self, message: Message, worker: _Worker | None) -> None:
+        if self._semaphore is not None:
+            await self._semaphore.acquire()
+        try:
+            if worker is not None:
+                worker.handling_since = self.clock.monotonic()
+            await self.handler(message)
+            if worker is not None and worker.timed_out:
+                # The handler swallowed the watchdog's cancellation and finished.
+                worker.timed_out = False
+                _uncancel()
+        finally:
+            if worker is not None:
+                worker.handling_since = None
+            if self._semaphore is not None:
+                self._semaphore.release()
 
     async def _dead_letter(self, message: Message, error: str) -> None:
         await self.queue.dead_letter(message, error)
