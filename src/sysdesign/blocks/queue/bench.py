@@ -33,6 +33,7 @@ from sysdesign.benchmarks.machine import machine_info, package_versions
 from sysdesign.benchmarks.results import median, utc_now, write_result
 from sysdesign.blocks.queue import Message, OutgoingMessage, Queue, open_queue
 from sysdesign.blocks.queue.raw import RAW_CLIENTS
+from sysdesign.blocks.queue.raw import handle as raw_handle
 
 PAYLOAD_BYTES = 1024
 PARTITIONS = 8
@@ -123,6 +124,7 @@ class OurQueue:
 
         async def handle(message: Message) -> None:
             nonlocal count
+            await raw_handle(message)
             count += 1
             if count >= n:
                 done.set()

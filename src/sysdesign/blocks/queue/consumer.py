@@ -243,14 +243,15 @@ class Subscription:
                 worker = self._workers.get(partition)
                 if worker is not None:
                     worker.busy = True
-                last_ack = self.clock.monotonic()
+                monotonic = self.clock.monotonic
+                ack_due = monotonic() + ACK_INTERVAL_SECONDS
                 for message in batch:
                     if stop.is_set() or not await self._handle(message, stop, worker):
                         break  # what is not acknowledged goes to the partition's next holder
                     done.append(message)
-                    if self.clock.monotonic() - last_ack >= ACK_INTERVAL_SECONDS:
+                    if monotonic() >= ack_due:  # slow handlers: acknowledge as they go
                         await self._ack(partition, done)
-                        last_ack = self.clock.monotonic()
+                        ack_due = monotonic() + ACK_INTERVAL_SECONDS
                 await self._ack(partition, done)
                 if worker is not None:
                     worker.busy = False

@@ -1,6 +1,9 @@
 """The anchors of ``sysdesign bench queue``: the raw client loops, written the
 way a user of redis-py or nats-py would write them without this block.
 
+Consuming calls the same trivial async handler once per message that the
+``Queue`` consumer calls, so both sides do the same work per message.
+
 Each measures on its own keys/stream under the URL's ``prefix`` and deletes
 them afterwards. Payloads carry only the bytes (no key, headers or timestamp
 fields): the plainest use of each engine.
@@ -25,6 +28,10 @@ def _share(n: int, partition: int, partitions: int) -> int:
     """How many of messages ``0..n-1`` went to ``partition`` (message i goes to i mod P):
     each drain stops as soon as its own stream is empty, as the subject's consumer does."""
     return len(range(partition, n, partitions))
+
+
+async def handle(message: object) -> None:
+    """The benchmark's handler: does nothing, on both sides."""
 
 
 class RawRedis:
@@ -69,7 +76,10 @@ class RawRedis:
                 reply = await self.client.xreadgroup("g", "c", {stream: ">"}, count=500, block=200)
                 if not reply:
                     continue
-                ids = [entry_id for entry_id, _ in reply[0][1]]
+                ids = []
+                for entry_id, fields in reply[0][1]:
+                    await handle(fields)
+                    ids.append(entry_id)
                 await self.client.xack(stream, "g", *ids)
                 remaining -= len(ids)
 
@@ -141,6 +151,7 @@ class RawNats:
                 except TimeoutError:
                     continue
                 for msg in msgs:
+                    await handle(msg)
                     await msg.ack()
                 remaining -= len(msgs)
 
