@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(default=900, ge=1)
     idempotency_ttl_seconds: int = Field(default=86400, ge=1)
     outbox_relay: bool = True  # publish outbox events to the queue from this process
+    ratelimit_enabled: bool = True  # the gateway applies the rate-limit rules to every request
+    ratelimit_rules: Path | None = None  # a YAML rules file; None: the built-in defaults
+    ratelimit_reload_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("log_format")
     @classmethod

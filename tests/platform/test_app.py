@@ -104,7 +104,10 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database:db0": "ok", "queue": "ok"}}
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"database:db0": "ok", "queue": "ok", "ratelimit": "ok"},
+    }
 
 
 async def test_readiness_reports_a_failing_backend(

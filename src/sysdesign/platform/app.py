@@ -105,6 +105,26 @@ def _select(only: Iterable[str] | None) -> tuple[list[str], list[SystemSpec]]:
     return services, systems
 
 
+def _rate_limiting(platform: Platform) -> list[Middleware]:
+    """The gateway's rate limits, between observability (429s are logged and
+    counted) and the body limit (a refused request's body is never read)."""
+    if not platform.settings.ratelimit_enabled:
+        return []
+    from sysdesign.blocks.ratelimit.gateway import RateLimitMiddleware
+
+    def user_of_token(token: str) -> str | None:
+        try:
+            return str(platform.tokens.verify(token).user_id)
+        except Problem:
+            return None  # the system answers 401 itself; count the caller by address
+
+    return [
+        Middleware(
+            RateLimitMiddleware, limiter=lambda: platform.rate_limiter, user_of_token=user_of_token
+        )
+    ]
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -201,6 +221,7 @@ def create_app(
                 systems=[*mounted, *(s.name for s in SYSTEMS)],
                 access_log=platform.settings.access_log,
             ),
+            *_rate_limiting(platform),
             Middleware(
                 BodyLimitMiddleware,
                 max_bytes=platform.settings.max_body_bytes,

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from sysdesign.platform.accounts.security import FailureThrottle, Passwords, TokenService
+from sysdesign.platform.accounts.security import Passwords, TokenService
 from sysdesign.platform.accounts.service import AccountService
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.db import ShardRouter
-from sysdesign.platform.errors import BackendUnavailable
+from sysdesign.platform.errors import BackendUnavailable, ConfigurationError
 from sysdesign.platform.http import CursorCodec
 from sysdesign.platform.idempotency import IdempotencyStore
 from sysdesign.platform.ids import SnowflakeGenerator
@@ -29,6 +29,10 @@ from sysdesign.settings import Settings
 if TYPE_CHECKING:
     from sysdesign.blocks.queue import Queue
     from sysdesign.blocks.queue.relay import OutboxRelay
+    from sysdesign.blocks.ratelimit.base import RateLimitStore
+    from sysdesign.blocks.ratelimit.limiter import RateLimiter
+    from sysdesign.blocks.ratelimit.reload import RulesSource, RulesWatcher
+    from sysdesign.platform.accounts.throttle import LoginThrottle
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -79,12 +83,22 @@ class Platform:
             passwords=self.passwords,
             tokens=self.tokens,
             refresh_ttl_seconds=s.refresh_token_ttl_seconds,
-            email_throttle=FailureThrottle(
-                s.login_failures_per_email, s.login_failure_window_seconds, self.clock
-            ),
-            ip_throttle=FailureThrottle(
-                s.login_failures_per_ip, s.login_failure_window_seconds, self.clock
-            ),
+            throttle=self.login_throttle,
+        )
+
+    @cached_property
+    def login_throttle(self) -> LoginThrottle:
+        from sysdesign.blocks.ratelimit.base import Limit
+        from sysdesign.blocks.ratelimit.memory import MemoryRateLimitStore
+        from sysdesign.platform.accounts.throttle import LoginThrottle
+
+        s = self.settings
+        window = s.login_failure_window_seconds
+        return LoginThrottle(
+            self.ratelimit_store,
+            MemoryRateLimitStore(self.clock),
+            per_email=Limit(s.login_failures_per_email, window),
+            per_ip=Limit(s.login_failures_per_ip, window),
         )
 
     @cached_property
@@ -106,6 +120,47 @@ class Platform:
         from sysdesign.blocks.queue.relay import OutboxRelay
 
         return OutboxRelay(self.db, self.queue, clock=self.clock)
+
+    @cached_property
+    def ratelimit_store(self) -> RateLimitStore:
+        from sysdesign.blocks.ratelimit import open_store
+
+        store = open_store(self.settings.url("ratelimit"), clock=self.clock)
+        self.add_readiness_check("ratelimit", store.ping)
+        return store
+
+    @cached_property
+    def ratelimit_rules(self) -> RulesSource:
+        from sysdesign.blocks.ratelimit.reload import RulesSource
+
+        return RulesSource(self.settings.ratelimit_rules)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        """The gateway's limiter: the rules on the ratelimit store, and a
+        per-process memory store for rules that fall back to local limits."""
+        from sysdesign.blocks.ratelimit.limiter import RateLimiter
+        from sysdesign.blocks.ratelimit.memory import MemoryRateLimitStore
+        from sysdesign.blocks.ratelimit.rules import RulesError
+
+        try:
+            rules = self.ratelimit_rules.load()
+        except RulesError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return RateLimiter(
+            self.ratelimit_store,
+            rules,
+            fallback=MemoryRateLimitStore(self.clock),
+            registry=self.metrics_registry,
+        )
+
+    @cached_property
+    def ratelimit_watcher(self) -> RulesWatcher:
+        from sysdesign.blocks.ratelimit.reload import RulesWatcher
+
+        return RulesWatcher(
+            self.ratelimit_rules, self.rate_limiter, self.settings.ratelimit_reload_seconds
+        )
 
     def unit_of_work(self, shard_key: object | None = None) -> UnitOfWork:
         """A transaction on the shard owning ``shard_key`` (the primary when ``None``)."""
@@ -136,19 +191,28 @@ class Platform:
         if self.settings.outbox_relay:
             await self.connect_queue()
             self.relay.start()
+        # The login throttle counts on the ratelimit store even with the gateway off.
+        await self._connect("ratelimit store", self.ratelimit_store.connect)
+        if self.settings.ratelimit_enabled:
+            _ = self.rate_limiter  # a broken rules file stops start-up with its error
+            self.ratelimit_watcher.start()
         self._started = True
+
+    @staticmethod
+    async def _connect(what: str, connect: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await connect()
+        except (BackendUnavailable, ConfigurationError):
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"{what} is unreachable: {exc.__class__.__name__}: {exc}"
+            ) from None
 
     async def connect_queue(self) -> Queue:
         """The queue, connected; one clear error when its backend is unreachable."""
         queue = self.queue
-        try:
-            await queue.connect()
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(
-                f"queue {queue.name} is unreachable: {exc.__class__.__name__}: {exc}"
-            ) from None
+        await self._connect(f"queue {queue.name}", queue.connect)
         return queue
 
     async def readiness(self, timeout: float = 3.0) -> dict[str, str]:
@@ -168,6 +232,10 @@ class Platform:
         return dict(zip(names, results, strict=True))
 
     async def close(self) -> None:
+        if "ratelimit_watcher" in self.__dict__:
+            await self.ratelimit_watcher.stop()
+        if "ratelimit_store" in self.__dict__:
+            await self.ratelimit_store.close()
         if "relay" in self.__dict__:
             await self.relay.stop()
         if "queue" in self.__dict__:

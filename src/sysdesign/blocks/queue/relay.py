@@ -20,6 +20,7 @@ import structlog
 from sysdesign.blocks.queue.base import EVENT_ID_HEADER
 from sysdesign.blocks.queue.queue import OutgoingMessage, Queue
 from sysdesign.platform import outbox
+from sysdesign.platform.background import BackgroundTask
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.db import Database, ShardRouter
 
@@ -43,7 +44,7 @@ class OutboxRelay:
         self.interval_seconds = interval_seconds
         self.published = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._loop, "outbox-relay")
 
     async def relay_shard(self, db: Database) -> int:
         """One batch from one shard; returns how many events were published."""
@@ -80,15 +81,10 @@ class OutboxRelay:
         self._wake.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="outbox-relay")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,59 +111,6 @@ def _unauthorized(slug: str, detail: str) -> Problem:
     return Problem(
         401, detail, slug=slug, title="Unauthorized", headers={"WWW-Authenticate": challenge}
     )
-
-
-class FailureThrottle:
-    """Counts failures per key in a sliding window; refuses once a key reaches its limit.
-
-    Callers count an attempt *before* the slow check it guards and ``forgive`` it
-    when it succeeds, so guesses sent all at once are counted as they arrive,
-    not after the check. In-process: each server process keeps its own counts.
-    """
-
-    def __init__(self, limit: int, window_seconds: float, clock: Clock, max_keys: int = 100_000):
-        self.limit = limit
-        self.window = window_seconds
-        self._clock = clock
-        self._max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        horizon = self._clock.monotonic() - self.window
-        while times and times[0] <= horizon:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
-
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until ``key`` may try again, or ``None`` if it may now."""
-        times = self._recent(key)
-        if times is None or len(times) < self.limit:
-            return None
-        return max(1, int(times[0] + self.window - self._clock.monotonic()) + 1)
-
-    def forgive(self, key: str) -> None:
-        """Take back the most recent count of ``key`` (an attempt that succeeded)."""
-        times = self._failures.get(key)
-        if times:
-            times.pop()
-
-    def record_failure(self, key: str) -> None:
-        times = self._failures.get(key)
-        if times is None:
-            if len(self._failures) >= self._max_keys:
-                # Bounded memory: forget the oldest key first.
-                self._failures.pop(next(iter(self._failures)))
-            times = self._failures[key] = deque(maxlen=self.limit)
-        times.append(self._clock.monotonic())
-
-    def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 _bearer = HTTPBearer(auto_error=False)

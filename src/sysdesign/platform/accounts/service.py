@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sysdesign.platform.accounts import store
-from sysdesign.platform.accounts.security import FailureThrottle, Passwords, TokenService
+from sysdesign.platform.accounts.security import Passwords, TokenService
+from sysdesign.platform.accounts.throttle import LoginThrottle
 from sysdesign.platform.clock import Clock
 from sysdesign.platform.db import Database
 from sysdesign.platform.http import Problem
@@ -52,8 +53,7 @@ class AccountService:
         passwords: Passwords,
         tokens: TokenService,
         refresh_ttl_seconds: int,
-        email_throttle: FailureThrottle,
-        ip_throttle: FailureThrottle,
+        throttle: LoginThrottle,
     ) -> None:
         self.db = db
         self.ids = ids
@@ -61,8 +61,7 @@ class AccountService:
         self.passwords = passwords
         self.tokens = tokens
         self.refresh_ttl_ms = refresh_ttl_seconds * 1000
-        self.email_throttle = email_throttle
-        self.ip_throttle = ip_throttle
+        self.throttle = throttle
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
@@ -95,29 +94,11 @@ class AccountService:
             ) from None
         return user
 
-    def _check_throttle(self, email: str, ip: str) -> None:
-        waits = [
-            w
-            for w in (self.email_throttle.retry_after(email), self.ip_throttle.retry_after(ip))
-            if w
-        ]
-        if waits:
-            wait = max(waits)
-            raise Problem(
-                429,
-                f"Too many failed logins; try again in {wait} seconds",
-                slug="login-throttled",
-                title="Too many failed logins",
-                headers={"Retry-After": str(wait)},
-            )
-
     async def login(self, email: str, password: str, ip: str) -> TokenPair:
         email = normalize_email(email)
-        self._check_throttle(email, ip)
-        # Counted as a failure until proven otherwise: with no await between the check
-        # and the count, concurrent guesses cannot all slip past the limit.
-        self.email_throttle.record_failure(email)
-        self.ip_throttle.record_failure(ip)
+        # Counted as a failure until proven otherwise, in the same decision that
+        # checks the limit, so concurrent guesses cannot all slip past it.
+        await self.throttle.attempt(email, ip)
         async with self.db.read() as conn:
             user = await store.user_by_email(conn, email)
         # Verify against a dummy hash for unknown e-mails: same answer, same cost.
@@ -126,8 +107,7 @@ class AccountService:
             raise Problem(
                 401, INVALID_LOGIN, slug="invalid-credentials", title="Invalid credentials"
             )
-        self.email_throttle.reset(email)
-        self.ip_throttle.forgive(ip)
+        await self.throttle.succeeded(email, ip)
         async with self.db.begin() as conn:
             return await self._issue(conn, user.id, family_id=self.ids.next_id())
 
