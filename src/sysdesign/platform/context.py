@@ -144,15 +144,17 @@ class Platform:
         from sysdesign.blocks.ratelimit.rules import RulesError
 
         try:
-            rules = self.ratelimit_rules.load()
+            policy = self.ratelimit_rules.load()
         except RulesError as exc:
             raise ConfigurationError(str(exc)) from None
-        return RateLimiter(
+        limiter = RateLimiter(
             self.ratelimit_store,
-            rules,
+            policy.rules,
             fallback=MemoryRateLimitStore(self.clock),
             registry=self.metrics_registry,
         )
+        limiter.set_policy(policy)
+        return limiter
 
     @cached_property
     def ratelimit_watcher(self) -> RulesWatcher:

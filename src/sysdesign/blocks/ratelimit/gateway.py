@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sysdesign.blocks.ratelimit.limiter import RateLimiter, Verdict
 from sysdesign.blocks.ratelimit.rules import RequestInfo
+from sysdesign.blocks.ratelimit.shedding import Priority
 from sysdesign.platform.http import Problem
 
 # Operational endpoints are never limited: a load balancer's health checks must
@@ -63,10 +64,28 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limiter = self.limiter()
-        if not limiter.rules:
+        shedder = limiter.shedder
+        if not limiter.rules and shedder is None:
             await self.app(scope, receive, send)
             return
-        verdict = await limiter.check(self.request_info(scope))
+        info = self.request_info(scope)
+        if shedder is None:
+            await self._limited(limiter, info, scope, receive, send)
+            return
+        priority = limiter.priority_of(info)
+        if not shedder.try_enter(priority):
+            limiter.count_shed(priority)
+            await self._shed(priority, scope, receive, send)
+            return
+        try:
+            await self._limited(limiter, info, scope, receive, send)
+        finally:
+            shedder.leave()
+
+    async def _limited(
+        self, limiter: RateLimiter, info: RequestInfo, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        verdict = await limiter.check(info) if limiter.rules else Verdict(allowed=True)
         if not verdict.allowed:
             await self._refuse(verdict, scope, receive, send)
             return
@@ -81,6 +100,19 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    @staticmethod
+    async def _shed(priority: Priority, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = Problem(
+            503,
+            f"The server is overloaded and is shedding {priority.name.lower()}-priority "
+            "requests; retry shortly",
+            slug="overloaded",
+            title="Overloaded",
+            headers={"Retry-After": "1"},
+            priority=priority.name.lower(),
+        )
+        await problem.response(scope["path"])(scope, receive, send)
 
     @staticmethod
     async def _refuse(verdict: Verdict, scope: Scope, receive: Receive, send: Send) -> None:

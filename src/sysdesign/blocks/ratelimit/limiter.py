@@ -20,7 +20,8 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from sysdesign.blocks.ratelimit.base import Decision, Hit, RateLimitStore, StoreUnavailable
-from sysdesign.blocks.ratelimit.rules import FailurePolicy, RequestInfo, Rule
+from sysdesign.blocks.ratelimit.rules import FailurePolicy, Policy, RequestInfo, Rule
+from sysdesign.blocks.ratelimit.shedding import LoadShedder, Priority
 
 log = structlog.get_logger("sysdesign.ratelimit")
 
@@ -90,6 +91,14 @@ class RateLimiter:
         self.fallback = fallback
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.counts: dict[tuple[str, str], int] = {}
+        self.policy = Policy(rules=self.rules)
+        self.shedder: LoadShedder | None = None
+        self._shed_metric = Counter(
+            "ratelimit_shed_requests",
+            "Requests refused by load shedding, by priority",
+            ["priority"],
+            registry=registry,
+        )
         self._metric = Counter(
             "ratelimit_decisions",
             "Rate-limit decisions by rule and outcome",
@@ -99,6 +108,25 @@ class RateLimiter:
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Rules, priorities and shedding from one document; requests in flight
+        stay counted across a reload."""
+        self.set_rules(policy.rules)
+        self.policy = policy
+        if policy.max_in_flight is None:
+            self.shedder = None
+        elif self.shedder is None:
+            self.shedder = LoadShedder(policy.max_in_flight, dict(policy.thresholds))
+        else:
+            self.shedder.max_in_flight = policy.max_in_flight
+            self.shedder.thresholds = dict(policy.thresholds)
+
+    def priority_of(self, request: RequestInfo) -> Priority:
+        return self.policy.priority_of(request)
+
+    def count_shed(self, priority: Priority) -> None:
+        self._shed_metric.labels(priority.name.lower()).inc()
 
     def _count(self, rule: str, outcome: str) -> None:
         self.counts[(rule, outcome)] = self.counts.get((rule, outcome), 0) + 1

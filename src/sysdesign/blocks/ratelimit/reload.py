@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from sysdesign.blocks.ratelimit.limiter import RateLimiter
-from sysdesign.blocks.ratelimit.rules import Rule, RulesError, load_rules
+from sysdesign.blocks.ratelimit.rules import Policy, RulesError, load_policy
 from sysdesign.platform.background import BackgroundTask
 
 log = structlog.get_logger("sysdesign.ratelimit")
@@ -48,7 +48,7 @@ class RulesSource:
         except OSError as exc:
             raise RulesError(f"{self.path}: cannot read the rules file: {exc.strerror}") from None
 
-    def load(self) -> list[Rule]:
+    def load(self) -> Policy:
         """The rules now; ``RulesError`` when the source is invalid (``last_error`` keeps it)."""
         try:
             text, stamp = self._read()
@@ -58,12 +58,12 @@ class RulesSource:
         # Remember this version even when it is broken: it is not retried until it changes.
         self._stamp = stamp
         try:
-            rules = load_rules(text, source=self.name)
+            policy = load_policy(text, source=self.name)
         except RulesError as exc:
             self.last_error = str(exc)
             raise
         self.last_error = None
-        return rules
+        return policy
 
     def changed(self) -> bool:
         if self.path is None:
@@ -77,10 +77,10 @@ class RulesSource:
     def reload_into(self, limiter: RateLimiter) -> int:
         """Load and install the rules; returns how many. On ``RulesError`` the
         limiter keeps its rules."""
-        rules = self.load()
-        limiter.set_rules(rules)
-        log.info("ratelimit.rules_loaded", source=self.name, rules=len(rules))
-        return len(rules)
+        policy = self.load()
+        limiter.set_policy(policy)
+        log.info("ratelimit.rules_loaded", source=self.name, rules=len(policy.rules))
+        return len(policy.rules)
 
 
 class RulesWatcher:

@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sysdesign.blocks.ratelimit.base import Algorithm, Limit
+from sysdesign.blocks.ratelimit.shedding import DEFAULT_THRESHOLDS, Priority
 
 UNITS = {
     **dict.fromkeys(("s", "sec", "second"), 1),
@@ -141,8 +142,38 @@ class RuleModel(_Strict):
         return self
 
 
+class SheddingModel(_Strict):
+    max_in_flight: int = Field(ge=1, description="requests in flight in one process at most")
+    thresholds: dict[Priority, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: {p.name.lower(): v for p, v in DEFAULT_THRESHOLDS.items()},
+        description="share of max_in_flight above which each priority is shed",
+    )
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for name, share in value.items():
+                if str(name).upper() not in Priority.__members__ or str(name).lower() == "critical":
+                    raise ValueError(
+                        f"unknown priority {name!r}: thresholds are for high, normal and low "
+                        "(critical may always use the whole capacity)"
+                    )
+                out[Priority[str(name).upper()]] = share
+            return out
+        return value
+
+
+class PriorityModel(_Strict):
+    match: Match
+    priority: Annotated[str, Field(pattern=r"^(critical|high|normal|low)$")]
+
+
 class RulesDocument(_Strict):
     rules: list[RuleModel] = []
+    shedding: SheddingModel | None = None
+    priorities: list[PriorityModel] = []
 
     @model_validator(mode="after")
     def _unique(self) -> RulesDocument:
@@ -199,13 +230,7 @@ class Rule:
         )
 
     def matches(self, request: RequestInfo) -> bool:
-        m = self.match
-        return (
-            (m.system is None or m.system == request.system)
-            and (m.method is None or m.method == request.method)
-            and (m.path is None or request.path.startswith(m.path))
-            and (m.header is None or m.header.lower() in request.headers)
-        )
+        return _matches(self.match, request)
 
     def applies(self, request: RequestInfo) -> tuple[str, tuple[Limit, ...]] | None:
         """The counting key and limits for ``request``, or ``None`` when the rule
@@ -227,6 +252,15 @@ class Rule:
         return key, limits
 
 
+def _matches(m: Match, request: RequestInfo) -> bool:
+    return (
+        (m.system is None or m.system == request.system)
+        and (m.method is None or m.method == request.method)
+        and (m.path is None or request.path.startswith(m.path))
+        and (m.header is None or m.header.lower() in request.headers)
+    )
+
+
 def _describe(error: ValidationError, rules: Sequence[Any]) -> str:
     problems = []
     for item in error.errors():
@@ -243,8 +277,30 @@ def _describe(error: ValidationError, rules: Sequence[Any]) -> str:
     return "; ".join(problems)
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A whole rules document: the rate-limit rules, and load shedding with the
+    priorities of requests (first matching entry wins; default normal)."""
+
+    rules: tuple[Rule, ...] = ()
+    max_in_flight: int | None = None
+    thresholds: Mapping[Priority, float] = field(default_factory=dict)
+    priorities: tuple[tuple[Match, Priority], ...] = ()
+
+    def priority_of(self, request: RequestInfo) -> Priority:
+        for match, priority in self.priorities:
+            if _matches(match, request):
+                return priority
+        return Priority.NORMAL
+
+
 def load_rules(text: str, *, source: str = "rules") -> list[Rule]:
     """Parse and validate a YAML rules document; ``RulesError`` names each problem."""
+    return list(load_policy(text, source=source).rules)
+
+
+def load_policy(text: str, *, source: str = "rules") -> Policy:
+    """The whole document: rules, shedding and priorities."""
     try:
         raw = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
@@ -258,4 +314,10 @@ def load_rules(text: str, *, source: str = "rules") -> list[Rule]:
     except ValidationError as exc:
         rules = raw.get("rules") if isinstance(raw.get("rules"), list) else []
         raise RulesError(f"{source}: {_describe(exc, rules)}") from None
-    return [Rule.from_model(m) for m in document.rules]
+    shedding = document.shedding
+    return Policy(
+        rules=tuple(Rule.from_model(m) for m in document.rules),
+        max_in_flight=shedding.max_in_flight if shedding else None,
+        thresholds={**DEFAULT_THRESHOLDS, **shedding.thresholds} if shedding else {},
+        priorities=tuple((p.match, Priority[p.priority.upper()]) for p in document.priorities),
+    )
