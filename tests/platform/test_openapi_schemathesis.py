@@ -160,3 +160,28 @@ def test_every_accounts_operation_survives_fuzzing(
             _fuzz(operation, mode)
     # Guards against a mount or filter change silently fuzzing nothing.
     assert {"POST /v1/register", "POST /v1/login", "GET /v1/me"} <= set(labels)
+
+
+@pytest.fixture
+def ratelimiter_schema(tmp_path: Path, clock: ManualClock) -> Iterator[BaseSchema]:
+    app = create_app(make_settings(tmp_path), clock=clock)
+    yield schemathesis.openapi.from_asgi("/ratelimiter/openapi.json", app)
+    asgi.shutdown_lifespans()
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+def test_every_ratelimiter_operation_survives_fuzzing(
+    ratelimiter_schema: BaseSchema, mode: GenerationMode, subtests: pytest.Subtests
+) -> None:
+    labels = []
+    for result in ratelimiter_schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
+        operation = result.ok()
+        labels.append(operation.label)
+        takes_input = bool(list(operation.iter_parameters())) or bool(list(operation.body))
+        if mode is GenerationMode.NEGATIVE and not takes_input:
+            continue  # nothing to send that the document does not allow
+        with subtests.test(operation=operation.label):
+            _fuzz(operation, mode)
+    assert {"POST /v1/check", "GET /v1/rules", "POST /v1/rules/reload"} <= set(labels)

@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from sysdesign.blocks.ratelimit.limiter import RateLimiter, RuleDecision
 from sysdesign.blocks.ratelimit.rules import DESCRIPTORS, RequestInfo, Rule, RulesError
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
 
 OUTCOMES = ("allowed", "limited", "shadow_limited", "store_failure")
+DESCRIPTOR_NAME = r"^(ip|user|api_key|path|method|system|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$"
 
 
 class _Strict(BaseModel):
@@ -25,9 +26,14 @@ class _Strict(BaseModel):
 
 class CheckRequest(_Strict):
     descriptors: Annotated[
-        dict[str, Annotated[str, Field(max_length=512)]],
+        dict[
+            Annotated[str, StringConstraints(pattern=DESCRIPTOR_NAME)],
+            Annotated[str, Field(max_length=512)],
+        ],
         Field(
             max_length=32,
+            # Names outside the pattern are refused: say so in the document too.
+            json_schema_extra={"additionalProperties": False},
             description="Values by descriptor: ip, user, api_key, path, method, system, "
             "or header:<name>",
             examples=[{"ip": "203.0.113.7", "user": "42"}],
