@@ -1,0 +1,91 @@
+"""A ``Cache`` on each backend (memory always, Redis when configured), with
+the manual clock: the memory cache's time is the clock's.
+
+Redis measures TTLs by its own clock, so ``elapse`` moves the manual clock
+and, on Redis, also waits that long in real time: tests that need expiry
+on both backends use TTLs of ``SHORT`` seconds, long enough for a slow
+server to answer several commands before one expires. Each Redis test
+gets its own key prefix and deletes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from sysdesign.blocks.cache import Cache, MemoryCache, open_cache
+from sysdesign.platform.clock import ManualClock
+from tests.backends import service_url
+
+BACKENDS = ("memory", "redis")
+SHORT = 0.4  # seconds
+
+Elapse = Callable[[float], Awaitable[None]]
+
+
+def redis_url(prefix: str) -> str:
+    """The shared test server under ``prefix``, with a timeout generous
+    enough for a loaded CI machine (these tests are not about outages)."""
+    base = service_url("redis")
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}prefix={prefix}&socket_timeout=5"
+
+
+async def delete_prefix(prefix: str) -> None:
+    client = Redis.from_url(service_url("redis"))
+    try:
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + ":*"
+        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.unlink(*keys)
+    finally:
+        await client.aclose()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let other tasks run until ``condition`` holds; fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.001)):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    pytest.fail(f"still not true after {timeout} s")
+
+
+@pytest.fixture(params=BACKENDS)
+def cache_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def cache(cache_backend: str, clock: ManualClock) -> AsyncIterator[Cache]:
+    if cache_backend == "memory":
+        memory = MemoryCache(clock=clock)
+        await memory.connect()
+        try:
+            yield memory
+        finally:
+            await memory.close()
+        return
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    redis = open_cache(redis_url(prefix), clock=clock)
+    await redis.connect()
+    try:
+        yield redis
+    finally:
+        await redis.close()
+        await delete_prefix(prefix)
+
+
+@pytest.fixture
+def elapse(cache_backend: str, clock: ManualClock) -> Elapse:
+    async def elapse(seconds: float) -> None:
+        clock.advance(seconds)
+        if cache_backend == "redis":
+            await asyncio.sleep(seconds)
+
+    return elapse
