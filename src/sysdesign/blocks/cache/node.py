@@ -1,0 +1,570 @@
+"""``CacheNode``: a ``MemoryStore`` served over RESP, so Redis clients can use it.
+
+One asyncio ``Protocol`` per connection. Each chunk received is parsed for
+every complete command, the commands run against the store in order, and
+their replies go out in one ``transport.write``: a pipeline of n commands
+costs one write, not n. Commands run to completion without awaiting, so
+each is atomic, as in Redis.
+
+Replies, errors included, are Redis's own for the commands served (the
+string commands, TTLs, INFO, CONFIG GET, and what redis-py, redis-cli and
+redis-benchmark send when they connect). ``HELLO 2`` and ``HELLO 3`` are
+both accepted, since redis-py 8 opens with ``HELLO 3`` by default and does
+not fall back to RESP2 on an error; under RESP3 only the map replies (HELLO,
+CONFIG GET) change form, the rest being valid RESP3 as they are.
+
+A client that breaks the protocol has the commands before the break served,
+then gets ``-ERR Protocol error: ...`` and is disconnected; any other failure
+while serving one client is answered with an error to that client only: the
+server keeps running.
+
+Keys are bytes on the wire and ``str`` in the store, decoded as Latin-1:
+every byte string maps to exactly one ``str`` and back, whatever it holds.
+Time for expiry is the injected clock's ``time()``; a background task
+reclaims expired keys nobody reads (active expiry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from fnmatch import fnmatchcase
+from typing import cast
+
+from sysdesign.blocks.cache import parse_size, resp
+from sysdesign.blocks.cache.base import NotAnInteger
+from sysdesign.blocks.cache.store import (
+    POLICIES,
+    EntryTooLarge,
+    MemoryStore,
+    entry_cost,
+    parse_int,
+)
+from sysdesign.platform.clock import Clock, SystemClock
+
+VERSION = "7.2.0"  # the Redis version reported: clients gate features on it
+_HIGH_WATER = 4 * 1024 * 1024  # output buffered for one client before we stop reading it
+_OOM = "OOM command not allowed when used memory > 'maxmemory'."
+_NOT_INT = "ERR value is not an integer or out of range"
+_SYNTAX = "ERR syntax error"
+
+
+class CommandError(Exception):
+    """A command failed; the message is the whole error reply, code first."""
+
+
+def _key(raw: bytes) -> str:
+    return raw.decode("latin-1")
+
+
+def _int(raw: bytes) -> int:
+    try:
+        return parse_int(raw)
+    except NotAnInteger:
+        raise CommandError(_NOT_INT) from None
+
+
+def _ttl_ms(raw: bytes, unit_ms: int, command: str) -> int:
+    """A relative expiry in milliseconds, checked as Redis checks it."""
+    value = _int(raw)
+    if value > (2**63 - 1) // unit_ms or value < -(2**63) // unit_ms:
+        raise CommandError(f"ERR invalid expire time in '{command}' command")
+    return value * unit_ms
+
+
+class _Connection(asyncio.Protocol):
+    """One client: its parser, its name, and flow control of its replies."""
+
+    def __init__(self, node: CacheNode) -> None:
+        self.node = node
+        self.parser = resp.RespParser()
+        self.transport: asyncio.Transport | None = None
+        self.name = b""
+        self.closing = False
+        self.resp3 = False  # switched by HELLO 3; only map replies differ here
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, only alike.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        self.node._connections.add(self)
+        self.node.connections_received += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node._connections.discard(self)
+
+    # A client that pipelines without reading its replies would grow our
+    # output buffer without bound: stop reading it until it catches up.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        replies: list[bytes] = []
+        try:
+            self.parser.feed(data)
+            for command in self.parser.commands():
+                replies.append(self.node.execute(command, self))
+                if self.closing:
+                    break
+            if self.parser.error is not None and not self.closing:
+                raise self.parser.error
+        except resp.ProtocolError as exc:
+            replies.append(resp.error(f"ERR Protocol error: {exc}"))
+            self.closing = True
+        except Exception as exc:  # a bug must cost this client, never the server
+            replies.append(resp.error(f"ERR internal error: {type(exc).__name__}"))
+            self.closing = True
+        if replies:
+            transport.write(b"".join(replies))
+        if self.closing:
+            transport.close()
+
+
+class CacheNode:
+    """A RESP cache server on ``host:port`` (port 0: any free port, read
+    ``port`` after ``start``), evicting under ``max_bytes`` (0: unbounded) by
+    ``policy``. Use ``async with`` or ``start``/``close``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6380,
+        max_bytes: int = 0,
+        policy: str = "allkeys-lru",
+        clock: Clock | None = None,
+        *,
+        expire_interval: float = 0.1,
+        expire_budget: int = 200,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.store = MemoryStore(max_bytes, policy)
+        self.clock: Clock = clock or SystemClock()
+        self.expire_interval = expire_interval
+        self.expire_budget = expire_budget
+        self.commands_processed = 0
+        self.connections_received = 0
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self._table = {
+            b"ping": (-1, self._ping), b"echo": (2, self._echo), b"get": (2, self._get),
+            b"set": (-3, self._set), b"del": (-2, self._del), b"exists": (-2, self._exists),
+            b"expire": (3, self._expire), b"pexpire": (3, self._pexpire),
+            b"persist": (2, self._persist), b"ttl": (2, self._ttl), b"pttl": (2, self._pttl),
+            b"incr": (2, self._incr), b"incrby": (3, self._incrby), b"decr": (2, self._decr),
+            b"decrby": (3, self._decrby), b"mget": (-2, self._mget), b"mset": (-3, self._mset),
+            b"append": (3, self._append), b"strlen": (2, self._strlen),
+            b"getdel": (2, self._getdel), b"dbsize": (1, self._dbsize),
+            b"flushdb": (-1, self._flush), b"flushall": (-1, self._flush),
+            b"info": (-1, self._info), b"config": (-2, self._config),
+            b"command": (-1, self._command), b"client": (-2, self._client),
+            b"select": (2, self._select), b"quit": (-1, self._quit), b"hello": (-1, self._hello),
+        }  # fmt: skip
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._started = self.clock.monotonic()
+        self._sweeper = asyncio.create_task(self._sweep(), name="cache-node-expiry")
+
+    async def close(self) -> None:
+        """Stop listening, drop every client, and stop active expiry."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> CacheNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _sweep(self) -> None:
+        delay = self.expire_interval
+        while True:
+            await asyncio.sleep(delay)
+            # Bounded work per turn; while a full budget of keys had expired,
+            # go again as soon as the clients have had a turn.
+            removed = self.store.expire_some(self.clock.time(), self.expire_budget)
+            delay = 0 if removed == self.expire_budget else self.expire_interval
+
+    def execute(self, args: list[bytes], connection: _Connection) -> bytes:
+        """One command's encoded reply; errors become error replies."""
+        self.commands_processed += 1
+        name = args[0].lower()
+        entry = self._table.get(name)
+        if entry is None:
+            shown = " ".join(f"'{a[:128].decode('utf-8', 'replace')}'" for a in args[1:17])
+            return resp.error(
+                f"ERR unknown command '{args[0][:128].decode('utf-8', 'replace')}', "
+                f"with args beginning with: {shown}"
+            )
+        arity, handler = entry
+        if (arity > 0 and len(args) != arity) or len(args) < -arity:
+            return resp.error(f"ERR wrong number of arguments for '{name.decode()}' command")
+        try:
+            return handler(args, connection)
+        except CommandError as exc:
+            return resp.error(str(exc))
+        except NotAnInteger as exc:
+            return resp.error(f"ERR {exc}")
+        except EntryTooLarge:
+            return resp.error(_OOM)
+
+    # --- commands -------------------------------------------------------------
+
+    def _ping(self, args: list[bytes], _: _Connection) -> bytes:
+        if len(args) > 2:
+            raise CommandError("ERR wrong number of arguments for 'ping' command")
+        return resp.PONG if len(args) == 1 else resp.bulk(args[1])
+
+    def _echo(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.bulk(args[1])
+
+    def _get(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.bulk(self.store.get(_key(args[1]), self.clock.time()))
+
+    def _set(self, args: list[bytes], _: _Connection) -> bytes:
+        now = self.clock.time()
+        ttl_ms: int | None = None
+        nx = xx = get = keep_ttl = False
+        i = 3
+        while i < len(args):
+            option = args[i].upper()
+            has_value = i + 1 < len(args)
+            if option in (b"EX", b"PX", b"EXAT", b"PXAT") and has_value and ttl_ms is None:
+                if keep_ttl:
+                    raise CommandError(_SYNTAX)
+                unit = 1 if option in (b"PX", b"PXAT") else 1000
+                ttl_ms = _ttl_ms(args[i + 1], unit, "set")
+                if ttl_ms <= 0:
+                    raise CommandError("ERR invalid expire time in 'set' command")
+                if option in (b"EXAT", b"PXAT"):
+                    ttl_ms -= int(now * 1000)
+                    if ttl_ms <= 0:  # already past: the key is written and gone at once
+                        ttl_ms = 0
+                i += 2
+            elif option == b"NX" and not xx:
+                nx, i = True, i + 1
+            elif option == b"XX" and not nx:
+                xx, i = True, i + 1
+            elif option == b"GET":
+                get, i = True, i + 1
+            elif option == b"KEEPTTL" and ttl_ms is None:
+                keep_ttl, i = True, i + 1
+            else:
+                raise CommandError(_SYNTAX)
+        key = _key(args[1])
+        old = self.store.get(key, now) if get else None
+        if ttl_ms == 0:
+            done = self.store.set(key, args[2], now, nx=nx, xx=xx)
+            if done:
+                self.store.delete(key, now=now)
+        else:
+            ttl = None if ttl_ms is None else ttl_ms / 1000
+            done = self.store.set(key, args[2], now, ttl, nx=nx, xx=xx, keep_ttl=keep_ttl)
+        if get:
+            return resp.bulk(old)
+        return resp.OK if done else resp.NULL
+
+    def _del(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(self.store.delete(*map(_key, args[1:]), now=self.clock.time()))
+
+    def _exists(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(self.store.exists(*map(_key, args[1:]), now=self.clock.time()))
+
+    def _expire_ms(self, key: bytes, ttl_ms: int) -> bytes:
+        return resp.integer(self.store.expire(_key(key), ttl_ms / 1000, self.clock.time()))
+
+    def _expire(self, args: list[bytes], _: _Connection) -> bytes:
+        return self._expire_ms(args[1], _ttl_ms(args[2], 1000, "expire"))
+
+    def _pexpire(self, args: list[bytes], _: _Connection) -> bytes:
+        return self._expire_ms(args[1], _ttl_ms(args[2], 1, "pexpire"))
+
+    def _persist(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(self.store.persist(_key(args[1]), self.clock.time()))
+
+    def _remaining_ms(self, key: bytes) -> int:
+        """Milliseconds left; -1 without expiry, -2 when absent (Redis's codes)."""
+        try:
+            left = self.store.ttl(_key(key), self.clock.time())
+        except KeyError:
+            return -2
+        return -1 if left is None else max(0, round(left * 1000))
+
+    def _ttl(self, args: list[bytes], _: _Connection) -> bytes:
+        ms = self._remaining_ms(args[1])
+        return resp.integer(ms if ms < 0 else (ms + 500) // 1000)
+
+    def _pttl(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(self._remaining_ms(args[1]))
+
+    def _add(self, key: bytes, amount: int) -> bytes:
+        return resp.integer(self.store.incr_by(_key(key), amount, self.clock.time()))
+
+    def _incr(self, args: list[bytes], _: _Connection) -> bytes:
+        return self._add(args[1], 1)
+
+    def _decr(self, args: list[bytes], _: _Connection) -> bytes:
+        return self._add(args[1], -1)
+
+    def _incrby(self, args: list[bytes], _: _Connection) -> bytes:
+        return self._add(args[1], _int(args[2]))
+
+    def _decrby(self, args: list[bytes], _: _Connection) -> bytes:
+        amount = _int(args[2])
+        if amount == -(2**63):
+            raise CommandError("ERR decrement would overflow")
+        return self._add(args[1], -amount)
+
+    def _mget(self, args: list[bytes], _: _Connection) -> bytes:
+        now, get = self.clock.time(), self.store.get
+        return resp.bulk_array(get(_key(key), now) for key in args[1:])
+
+    def _mset(self, args: list[bytes], _: _Connection) -> bytes:
+        if len(args) % 2 == 0:
+            raise CommandError("ERR wrong number of arguments for 'mset' command")
+        budget = self.store.max_bytes
+        if budget and any(
+            entry_cost(_key(args[i]), args[i + 1]) > budget for i in range(1, len(args), 2)
+        ):
+            raise CommandError(_OOM)  # before any write: MSET is all or nothing
+        now = self.clock.time()
+        for i in range(1, len(args), 2):
+            self.store.set(_key(args[i]), args[i + 1], now)
+        return resp.OK
+
+    def _append(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(self.store.append(_key(args[1]), args[2], self.clock.time()))
+
+    def _strlen(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(self.store.strlen(_key(args[1]), self.clock.time()))
+
+    def _getdel(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.bulk(self.store.getdel(_key(args[1]), self.clock.time()))
+
+    def _dbsize(self, args: list[bytes], _: _Connection) -> bytes:
+        return resp.integer(len(self.store))
+
+    def _flush(self, args: list[bytes], _: _Connection) -> bytes:
+        if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+            raise CommandError(_SYNTAX)
+        self.store.flush()
+        return resp.OK
+
+    def _select(self, args: list[bytes], _: _Connection) -> bytes:
+        if _int(args[1]) != 0:
+            raise CommandError("ERR DB index is out of range")
+        return resp.OK
+
+    def _quit(self, args: list[bytes], connection: _Connection) -> bytes:
+        connection.closing = True
+        return resp.OK
+
+    def _hello(self, args: list[bytes], connection: _Connection) -> bytes:
+        """Protocol 2 or 3: redis-py 8 opens with ``HELLO 3`` and does not fall
+        back, so both are served. In RESP3 the replies here are RESP2's but
+        for maps (HELLO, CONFIG GET), which every RESP3 client reads alike."""
+        if len(args) > 1:
+            try:
+                version = int(args[1])
+            except ValueError:
+                raise CommandError(
+                    "ERR Protocol version is not an integer or out of range"
+                ) from None
+            if version not in (2, 3):
+                raise CommandError("NOPROTO unsupported protocol version")
+            i = 2
+            while i < len(args):
+                if args[i].upper() == b"SETNAME" and i + 1 < len(args):
+                    self._client([b"CLIENT", b"SETNAME", args[i + 1]], connection)
+                    i += 2
+                else:
+                    raise CommandError(_SYNTAX)
+            connection.resp3 = version == 3
+        fields = [
+            (b"server", resp.bulk(b"redis")),
+            (b"version", resp.bulk(VERSION.encode())),
+            (b"proto", resp.integer(3 if connection.resp3 else 2)),
+            (b"id", resp.integer(id(connection) & 0xFFFFFFFF)),
+            (b"mode", resp.bulk(b"standalone")),
+            (b"role", resp.bulk(b"master")),
+            (b"modules", resp.EMPTY_ARRAY),
+        ]
+        return resp.mapping(((resp.bulk(k), v) for k, v in fields), connection.resp3)
+
+    def _client(self, args: list[bytes], connection: _Connection) -> bytes:
+        sub = args[1].lower()
+        if sub == b"setname" and len(args) == 3:
+            if any(c <= 32 or c > 126 for c in args[2]):
+                raise CommandError(
+                    "ERR Client names cannot contain spaces, newlines or special characters."
+                )
+            connection.name = args[2]
+            return resp.OK
+        if sub == b"getname" and len(args) == 2:
+            return resp.bulk(connection.name or None)
+        if sub == b"setinfo" and len(args) == 4:
+            return resp.OK
+        if sub == b"id" and len(args) == 2:
+            return resp.integer(id(connection) & 0xFFFFFFFF)
+        raise CommandError(_unknown_subcommand(args, "CLIENT"))
+
+    def _config(self, args: list[bytes], connection: _Connection) -> bytes:
+        if args[1].lower() != b"get" or len(args) < 3:
+            raise CommandError(_unknown_subcommand(args, "CONFIG"))
+        settings = {
+            "maxmemory": str(self.store.max_bytes),
+            "maxmemory-policy": self.store.policy,
+            "save": "",
+            "appendonly": "no",
+            "databases": "1",
+        }
+        found: dict[str, str] = {}
+        for pattern in args[2:]:
+            text = pattern.decode("latin-1").lower()
+            found.update((k, v) for k, v in settings.items() if fnmatchcase(k, text))
+        pairs = ((resp.bulk(k.encode()), resp.bulk(v.encode())) for k, v in found.items())
+        return resp.mapping(pairs, connection.resp3)
+
+    def _command(self, args: list[bytes], _: _Connection) -> bytes:
+        sub = args[1].lower() if len(args) > 1 else b""
+        if sub == b"count":
+            return resp.integer(len(self._table))
+        if sub == b"docs":
+            # Clients use the docs for hints only; none is fine.
+            return resp.EMPTY_ARRAY
+        if sub in (b"", b"info"):
+            names = list(self._table) if not sub else [a.lower() for a in args[2:]]
+            return resp.array(self._command_info(name) for name in names)
+        raise CommandError(_unknown_subcommand(args, "COMMAND"))
+
+    def _command_info(self, name: bytes) -> bytes:
+        entry = self._table.get(name)
+        if entry is None:
+            return resp.NULL_ARRAY
+        arity = entry[0]
+        keyed = name not in _KEYLESS
+        last = -1 if arity < 0 and name in (b"del", b"exists", b"mget") else 1
+        return resp.array(
+            [
+                resp.bulk(name),
+                resp.integer(arity),
+                resp.EMPTY_ARRAY,
+                resp.integer(1 if keyed else 0),
+                resp.integer(last if keyed else 0),
+                resp.integer((2 if name == b"mset" else 1) if keyed else 0),
+                # Redis 7's ACL categories, tips, key specs and subcommands: none here.
+                *[resp.EMPTY_ARRAY] * 4,
+            ]
+        )
+
+    def _info(self, args: list[bytes], _: _Connection) -> bytes:
+        wanted = {a.decode("latin-1").lower() for a in args[1:]}
+        if not wanted or wanted & {"all", "everything", "default"}:
+            wanted = {"server", "clients", "memory", "stats", "keyspace"}
+        stats = self.store.stats
+        sections = {
+            "server": {
+                "redis_version": VERSION,
+                "redis_mode": "standalone",
+                "sysdesign_node": "1",
+                "process_id": os.getpid(),
+                "tcp_port": self.port,
+                "uptime_in_seconds": int(self.clock.monotonic() - self._started),
+            },
+            "clients": {"connected_clients": len(self._connections)},
+            "memory": {
+                "used_memory": stats.used_bytes,
+                "maxmemory": self.store.max_bytes,
+                "maxmemory_policy": self.store.policy,
+            },
+            "stats": {
+                "total_connections_received": self.connections_received,
+                "total_commands_processed": self.commands_processed,
+                "keyspace_hits": stats.hits,
+                "keyspace_misses": stats.misses,
+                "evicted_keys": stats.evictions,
+                "expired_keys": stats.expirations,
+            },
+            # Redis lists a database only when it holds keys.
+            # expires and avg_ttl are not tracked by the store; reported as 0.
+            "keyspace": {"db0": f"keys={stats.keys},expires=0,avg_ttl=0"} if stats.keys else {},
+        }
+        lines: list[str] = []
+        for title, fields in sections.items():
+            if title in wanted:
+                if lines:
+                    lines.append("")
+                lines.append(f"# {title.capitalize()}")
+                lines.extend(f"{k}:{v}" for k, v in fields.items())
+        return resp.bulk("\r\n".join(lines).encode() + (b"\r\n" if lines else b""))
+
+
+_KEYLESS = frozenset(
+    b"ping echo dbsize flushdb flushall info config command client select quit".split()
+)
+
+
+def _unknown_subcommand(args: list[bytes], command: str) -> str:
+    sub = args[1][:128].decode("utf-8", "replace") if len(args) > 1 else ""
+    return f"ERR unknown subcommand '{sub}'. Try {command} HELP."
+
+
+async def _serve(node: CacheNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with node:
+        print(f"cache node on {node.host}:{node.port} ({node.store.policy}, "
+              f"maxmemory {node.store.max_bytes} bytes)", flush=True)  # fmt: skip
+        await stop.wait()
+
+
+def main_node(argv: list[str] | None = None) -> None:
+    """``sysdesign cache-node``: serve a cache over RESP until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="sysdesign cache-node", description=main_node.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6380)
+    parser.add_argument("--maxmemory", type=parse_size, default="256mb", help="0: unbounded")
+    parser.add_argument("--policy", choices=POLICIES, default="allkeys-lru")
+    options = parser.parse_args(argv)
+    node = CacheNode(options.host, options.port, options.maxmemory, options.policy)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(node))
+    else:
+        uvloop.run(_serve(node))
+
+
+if __name__ == "__main__":
+    main_node()
