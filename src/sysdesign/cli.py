@@ -268,6 +268,48 @@ def bench_queue(
         _fail(str(exc))
 
 
+@bench_app.command("ratelimiter")
+def bench_ratelimiter(
+    decisions: Annotated[int, typer.Option(min=1000, help="Decisions per in-memory run.")] = 200000,
+    redis_decisions: Annotated[
+        int, typer.Option(min=1000, help="Decisions per Redis run (round trips cost more).")
+    ] = 30000,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,
+    redis: Annotated[
+        str | None, typer.Option(envvar="SYSDESIGN_TEST_REDIS_URL", help="Redis to measure.")
+    ] = None,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Rate-limit decisions/s and latency per algorithm, in memory and on Redis, beside limits."""
+
+    from sysdesign.benchmarks import BenchmarkError
+    from sysdesign.blocks.ratelimit.bench import run_ratelimit_bench
+
+    try:
+        run_ratelimit_bench(
+            redis_url=redis,
+            decisions=decisions,
+            redis_decisions=redis_decisions,
+            rounds=rounds,
+            out_dir=out,
+            console=console,
+        )
+    except (BenchmarkError, BackendUnavailable, ConfigurationError) as exc:
+        _fail(str(exc))
+
+
+@app.command(
+    "cache-node",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def cache_node(ctx: typer.Context) -> None:
+    """A RESP cache server: --host, --port 6380, --maxmemory 256mb, --policy allkeys-lru|lfu."""
+    from sysdesign.blocks.cache.node import main_node
+
+    main_node(list(ctx.args))
+
+
 def _with_queue(action: Callable[[Any], Awaitable[Any]]) -> Any:
     from sysdesign.blocks.queue import open_queue
 
