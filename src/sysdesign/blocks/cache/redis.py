@@ -17,11 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     BusyLoadingError,
@@ -44,6 +41,7 @@ from sysdesign.blocks.cache.base import (
     NotAnInteger,
 )
 from sysdesign.platform.errors import ConfigurationError
+from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
 
 DEFAULT_PREFIX = "sysdesign"
 DEFAULT_TIMEOUT = 0.25  # seconds: a dead or stuck server is reported, not waited for
@@ -52,7 +50,6 @@ DEFAULT_CONNECTIONS = 64  # per cache; ?max_connections= in the URL overrides it
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
 _UNAVAILABLE_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 _NOT_AN_INTEGER = ("not an integer", "would overflow")
-_READ_HERE = ("prefix", "socket_timeout", "decode_responses")
 
 # KEYS[1]: the key. ARGV: expected value, new value, TTL in ms ('' for none).
 # A key holding the expected value is replaced; anything else is left alone.
@@ -67,14 +64,6 @@ else
 end
 return 1
 """
-
-
-def _redact(url: str) -> str:
-    """The URL without password or query, for messages."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}" if parts.password is not None else parts.netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _ms(ttl: float | None) -> int | None:
@@ -112,26 +101,9 @@ class RedisCache(Cache):
     def from_url(cls, url: str) -> RedisCache:
         """``redis[s]://[user:password@]host:port/db?prefix=NAME&socket_timeout=SECONDS``;
         other query parameters go to redis-py."""
-        parts = urlsplit(url)
-        prefix = DEFAULT_PREFIX
-        timeout = DEFAULT_TIMEOUT
-        kept: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name not in _READ_HERE:
-                kept.append((name, value))
-            elif name == "prefix":
-                prefix = value
-            elif name == "socket_timeout":
-                try:
-                    timeout = float(value)
-                except ValueError:
-                    timeout = -1.0
-                if not 0 < timeout <= 60:
-                    raise ConfigurationError(
-                        f"cache URL: socket_timeout must be seconds in (0, 60], "
-                        f"not {value!r}, in {_redact(url)}"
-                    )
-        url = urlunsplit(parts._replace(query=urlencode(kept)))
+        url, prefix, timeout = split_options(
+            url, what="cache URL", prefix=DEFAULT_PREFIX, timeout=DEFAULT_TIMEOUT
+        )
         return cls(url, prefix=prefix, timeout=timeout)
 
     def key(self, key: str) -> str:
@@ -153,18 +125,11 @@ class RedisCache(Cache):
         if self._client is not None:
             return
         try:
-            pool = BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=DEFAULT_CONNECTIONS,
-                timeout=self._timeout,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                # One immediate retry replaces a pooled connection the server
-                # closed (a restart); no backoff, so a dead server fails fast.
-                retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            pool = fail_fast_pool(
+                self._url, timeout=self._timeout, max_connections=DEFAULT_CONNECTIONS
             )
         except ValueError as exc:
-            raise ConfigurationError(f"cache URL {_redact(self._url)}: {exc}") from None
+            raise ConfigurationError(f"cache URL {redact(self._url)}: {exc}") from None
         self._client = Redis.from_pool(pool)
         self._cas = self._client.register_script(COMPARE_AND_SET)
         await self.ping()
@@ -191,10 +156,10 @@ class RedisCache(Cache):
         if isinstance(exc, _UNAVAILABLE) or (
             isinstance(exc, ResponseError) and reply.startswith(_UNAVAILABLE_REPLIES)
         ):
-            return CacheUnavailable(f"redis at {_redact(self._url)} is unavailable: {reason}")
+            return CacheUnavailable(f"redis at {redact(self._url)} is unavailable: {reason}")
         if isinstance(exc, ResponseError) and any(s in reply for s in _NOT_AN_INTEGER):
             return NotAnInteger(reply)
-        return CacheError(f"redis at {_redact(self._url)} refused: {reason}")
+        return CacheError(f"redis at {redact(self._url)} refused: {reason}")
 
     # --- the contract -------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from sysdesign.blocks.queue.base import (
 )
 from sysdesign.platform.clock import Clock
 from sysdesign.platform.errors import BackendUnavailable, ConfigurationError
+from sysdesign.platform.redisurl import redact
 
 # Offsets pack a stream entry id ``ms-seq`` into one int: ``ms << 20 | seq``.
 # That keeps the ids' order, and round-trips exactly, while ``seq < 2**20``.
@@ -116,14 +117,6 @@ def _entry_id(offset: int) -> str:
 
 def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 1)
-
-
-def _redact(url: str) -> str:
-    """The URL without password or query, for messages."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}" if parts.password is not None else parts.netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _message(
@@ -221,7 +214,7 @@ class RedisQueueBackend(QueueBackend):
             elif name not in _QUERY_OPTIONS:
                 kept.append((name, value))
         if not prefix:
-            raise ConfigurationError(f"queue URL: prefix must not be empty in {_redact(url)}")
+            raise ConfigurationError(f"queue URL: prefix must not be empty in {redact(url)}")
         return cls(urlunsplit(parts._replace(query=urlencode(kept))), prefix=prefix, clock=clock)
 
     # --- keys -------------------------------------------------------------------
@@ -258,14 +251,14 @@ class RedisQueueBackend(QueueBackend):
         try:
             client = Redis.from_url(self._url, socket_connect_timeout=5.0)
         except ValueError as exc:
-            raise ConfigurationError(f"queue URL {_redact(self._url)}: {exc}") from None
+            raise ConfigurationError(f"queue URL {redact(self._url)}: {exc}") from None
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
             reason = " ".join(str(exc).split()) or exc.__class__.__name__
             raise BackendUnavailable(
-                f"cannot reach Redis at {_redact(self._url)}: {reason}"
+                f"cannot reach Redis at {redact(self._url)}: {reason}"
             ) from None
         self._client = client
         # Messages are built from stream entries as sent (see _message); this

@@ -29,11 +29,8 @@ import os
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.exceptions import (
     BusyLoadingError,
     NoScriptError,
@@ -59,6 +56,7 @@ from sysdesign.blocks.ratelimit.base import (
 )
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.errors import ConfigurationError
+from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
 
 SCRIPT = files("sysdesign.blocks.ratelimit").joinpath("lua/ratelimit.lua").read_text("utf-8")
 DEFAULT_TIMEOUT = 0.25  # seconds: a dead or stuck server is reported, not waited for
@@ -79,15 +77,6 @@ _UNAVAILABLE = (
     OSError,
 )
 _UNAVAILABLE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-_READ_HERE = ("prefix", "decode_responses")
-
-
-def _redact(url: str) -> str:
-    """The URL without password or query, for messages."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}" if parts.password is not None else parts.netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _token_cost(token: str) -> int | None:
@@ -136,28 +125,11 @@ class RedisRateLimitStore(RateLimitStore):
     def from_url(cls, url: str, clock: Clock | None = None) -> RedisRateLimitStore:
         """``redis[s]://[user:password@]host:port/db?prefix=NAME&socket_timeout=SECONDS``;
         other query parameters go to redis-py."""
-        parts = urlsplit(url)
-        prefix = "sysdesign"
-        timeout = DEFAULT_TIMEOUT
-        kept: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name == "prefix":
-                prefix = value
-            elif name == "socket_timeout":
-                try:
-                    timeout = float(value)
-                except ValueError:
-                    timeout = -1.0
-                if not 0 < timeout <= 60:
-                    raise ConfigurationError(
-                        f"rate-limit store URL: socket_timeout must be seconds in (0, 60], "
-                        f"not {value!r}, in {_redact(url)}"
-                    )
-            elif name not in _READ_HERE:
-                kept.append((name, value))
+        url, prefix, timeout = split_options(
+            url, what="rate-limit store URL", prefix="sysdesign", timeout=DEFAULT_TIMEOUT
+        )
         if not prefix:
-            raise ConfigurationError(f"rate-limit store URL: empty prefix in {_redact(url)}")
-        url = urlunsplit(parts._replace(query=urlencode(kept)))
+            raise ConfigurationError(f"rate-limit store URL: empty prefix in {redact(url)}")
         return cls(url, prefix=prefix, timeout=timeout, clock=clock)
 
     def key(self, key: str, algorithm: Algorithm) -> str:
@@ -181,18 +153,11 @@ class RedisRateLimitStore(RateLimitStore):
         try:
             # Requests beyond the pool's connections wait for one, as long as
             # the socket timeout: a burst queues briefly instead of failing.
-            pool = BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=DEFAULT_CONNECTIONS,
-                timeout=self._timeout,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                # One immediate retry replaces a pooled connection the server
-                # closed (a restart); no backoff, so a dead server fails fast.
-                retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            pool = fail_fast_pool(
+                self._url, timeout=self._timeout, max_connections=DEFAULT_CONNECTIONS
             )
         except ValueError as exc:
-            raise ConfigurationError(f"rate-limit store URL {_redact(self._url)}: {exc}") from None
+            raise ConfigurationError(f"rate-limit store URL {redact(self._url)}: {exc}") from None
         self._client = Redis.from_pool(pool)
         await self._call(self._r.script_load, SCRIPT)
 
@@ -218,8 +183,8 @@ class RedisRateLimitStore(RateLimitStore):
         if isinstance(exc, _UNAVAILABLE) or (
             isinstance(exc, ResponseError) and reason.startswith(_UNAVAILABLE_REPLIES)
         ):
-            return StoreUnavailable(f"redis at {_redact(self._url)} is unavailable: {reason}")
-        return RateLimitError(f"redis at {_redact(self._url)} refused: {reason}")
+            return StoreUnavailable(f"redis at {redact(self._url)} is unavailable: {reason}")
+        return RateLimitError(f"redis at {redact(self._url)} refused: {reason}")
 
     # --- deciding ---------------------------------------------------------------
 
