@@ -50,6 +50,7 @@ _HIGH_WATER = 4 * 1024 * 1024  # output buffered for one client before we stop r
 _OOM = "OOM command not allowed when used memory > 'maxmemory'."
 _NOT_INT = "ERR value is not an integer or out of range"
 _SYNTAX = "ERR syntax error"
+_QUEUED = b"+QUEUED\r\n"
 
 
 class CommandError(Exception):
@@ -85,6 +86,8 @@ class _Connection(asyncio.Protocol):
         self.name = b""
         self.closing = False
         self.resp3 = False  # switched by HELLO 3; only map replies differ here
+        self.queued: list[list[bytes]] | None = None  # commands after MULTI, until EXEC
+        self.queue_failed = False  # a queued command was refused: EXEC aborts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, only alike.
@@ -172,6 +175,7 @@ class CacheNode:
             b"info": (-1, self._info), b"config": (-2, self._config),
             b"command": (-1, self._command), b"client": (-2, self._client),
             b"select": (2, self._select), b"quit": (-1, self._quit), b"hello": (-1, self._hello),
+            b"multi": (1, self._multi), b"exec": (1, self._exec), b"discard": (1, self._discard),
         }  # fmt: skip
 
     async def start(self) -> None:
@@ -220,6 +224,8 @@ class CacheNode:
         name = args[0].lower()
         entry = self._table.get(name)
         if entry is None:
+            if connection.queued is not None:
+                connection.queue_failed = True
             shown = " ".join(f"'{a[:128].decode('utf-8', 'replace')}'" for a in args[1:17])
             return resp.error(
                 f"ERR unknown command '{args[0][:128].decode('utf-8', 'replace')}', "
@@ -227,7 +233,12 @@ class CacheNode:
             )
         arity, handler = entry
         if (arity > 0 and len(args) != arity) or len(args) < -arity:
+            if connection.queued is not None:
+                connection.queue_failed = True
             return resp.error(f"ERR wrong number of arguments for '{name.decode()}' command")
+        if connection.queued is not None and name not in _TRANSACTION:
+            connection.queued.append(args)
+            return _QUEUED
         try:
             return handler(args, connection)
         except CommandError as exc:
@@ -254,6 +265,7 @@ class CacheNode:
         now = self.clock.time()
         ttl_ms: int | None = None
         nx = xx = get = keep_ttl = False
+        compare: bytes | None = None  # IFEQ: set only over this value, as Redis 8.4 does
         i = 3
         while i < len(args):
             option = args[i].upper()
@@ -270,10 +282,12 @@ class CacheNode:
                     if ttl_ms <= 0:  # already past: the key is written and gone at once
                         ttl_ms = 0
                 i += 2
-            elif option == b"NX" and not xx:
+            elif option == b"NX" and not xx and compare is None:
                 nx, i = True, i + 1
-            elif option == b"XX" and not nx:
+            elif option == b"XX" and not nx and compare is None:
                 xx, i = True, i + 1
+            elif option == b"IFEQ" and has_value and not (nx or xx or compare is not None):
+                compare, i = args[i + 1], i + 2
             elif option == b"GET":
                 get, i = True, i + 1
             elif option == b"KEEPTTL" and ttl_ms is None:
@@ -281,7 +295,9 @@ class CacheNode:
             else:
                 raise CommandError(_SYNTAX)
         key = _key(args[1])
-        old = self.store.get(key, now) if get else None
+        old = self.store.get(key, now) if get or compare is not None else None
+        if compare is not None and old != compare:
+            return resp.bulk(old) if get else resp.NULL
         if ttl_ms == 0:
             done = self.store.set(key, args[2], now, nx=nx, xx=xx)
             if done:
@@ -382,6 +398,29 @@ class CacheNode:
     def _select(self, args: list[bytes], _: _Connection) -> bytes:
         if _int(args[1]) != 0:
             raise CommandError("ERR DB index is out of range")
+        return resp.OK
+
+    # A transaction's commands are queued, then run one after the other with
+    # no await in between: nothing else runs on the node until EXEC returns.
+    def _multi(self, args: list[bytes], connection: _Connection) -> bytes:
+        if connection.queued is not None:
+            raise CommandError("ERR MULTI calls can not be nested")
+        connection.queued, connection.queue_failed = [], False
+        return resp.OK
+
+    def _exec(self, args: list[bytes], connection: _Connection) -> bytes:
+        queued, failed = connection.queued, connection.queue_failed
+        if queued is None:
+            raise CommandError("ERR EXEC without MULTI")
+        connection.queued, connection.queue_failed = None, False
+        if failed:
+            raise CommandError("EXECABORT Transaction discarded because of previous errors.")
+        return resp.array([self.execute(command, connection) for command in queued])
+
+    def _discard(self, args: list[bytes], connection: _Connection) -> bytes:
+        if connection.queued is None:
+            raise CommandError("ERR DISCARD without MULTI")
+        connection.queued, connection.queue_failed = None, False
         return resp.OK
 
     def _quit(self, args: list[bytes], connection: _Connection) -> bytes:
@@ -529,8 +568,10 @@ class CacheNode:
 
 
 _KEYLESS = frozenset(
-    b"ping echo dbsize flushdb flushall info config command client select quit".split()
+    b"ping echo dbsize flushdb flushall info config command client select quit "
+    b"multi exec discard".split()
 )
+_TRANSACTION = frozenset((b"multi", b"exec", b"discard", b"quit"))
 
 
 def _unknown_subcommand(args: list[bytes], command: str) -> str:
