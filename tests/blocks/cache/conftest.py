@@ -1,5 +1,6 @@
-"""A ``Cache`` on each backend (memory always, Redis when configured), with
-the manual clock: the memory cache's time is the clock's.
+"""A ``Cache`` on each backend (memory and a cluster of three cache nodes
+with two replicas always, Redis when configured), with the manual clock:
+the memory cache's and the nodes' time is the clock's.
 
 Redis measures TTLs by its own clock, so ``elapse`` moves the manual clock
 and, on Redis, also waits that long in real time: tests that need expiry
@@ -11,6 +12,7 @@ gets its own key prefix and deletes its keys afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +21,12 @@ import pytest
 from redis.asyncio import Redis
 
 from sysdesign.blocks.cache import Cache, MemoryCache, open_cache
+from sysdesign.blocks.cache.cluster import ClusterCache
+from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.clock import ManualClock
 from tests.backends import service_url
 
-BACKENDS = ("memory", "redis")
+BACKENDS = ("memory", "cluster", "redis")
 SHORT = 0.4  # seconds
 
 Elapse = Callable[[float], Awaitable[None]]
@@ -70,6 +74,17 @@ async def cache(cache_backend: str, clock: ManualClock) -> AsyncIterator[Cache]:
             yield memory
         finally:
             await memory.close()
+        return
+    if cache_backend == "cluster":
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(CacheNode("127.0.0.1", 0, 0, clock=clock))
+                for _ in range(3)
+            ]
+            cluster = ClusterCache([f"127.0.0.1:{n.port}" for n in nodes], replicas=2, timeout=5)
+            await cluster.connect()
+            stack.push_async_callback(cluster.close)
+            yield cluster
         return
     prefix = f"t{uuid.uuid4().hex[:12]}"
     redis = open_cache(redis_url(prefix), clock=clock)

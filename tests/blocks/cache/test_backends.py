@@ -69,8 +69,13 @@ def test_open_cache_chooses_by_scheme(clock: ManualClock) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("sysdesign://h1,h2", "unsupported cache URL scheme 'sysdesign': use memory://, redis://"),
-        ("memcached://h", "unsupported cache URL scheme 'memcached'"),
+        ("memcached://h", "unsupported cache URL scheme 'memcached': use memory://, redis://"),
+        ("sysdesign://h1,h1:6380", "node h1:6380 is listed twice"),
+        ("sysdesign://h1,:6381", "node ':6381' has no host"),
+        ("sysdesign://h1:port", "node 'h1:port'"),
+        ("sysdesign://h1?replicas=0", "replicas must be a positive number"),
+        ("sysdesign://h1?vnodes=many", "vnodes must be a positive number"),
+        ("sysdesign://h1?replica=2", "unknown parameter 'replica'"),
         ("memory://?maxmemory=lots", "maxmemory"),
         ("memory://?policy=volatile-lru", "unknown policy 'volatile-lru'"),
         ("memory://?max_memory=1mb", "unknown parameter 'max_memory'"),

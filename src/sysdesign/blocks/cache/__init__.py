@@ -11,7 +11,11 @@
   speaking its protocol), with ``?prefix=NAME`` to namespace the keys
   (default ``sysdesign``; empty: none) and ``?socket_timeout=SECONDS``
   (default 0.25) bounding how long a dead server can hold a call before
-  ``CacheUnavailable``.
+  ``CacheUnavailable``;
+- ``sysdesign://h1:6380,h2:6381?replicas=2``: a cluster of cache nodes
+  (``sysdesign cache-node``), each key on ``replicas`` of them chosen by a
+  consistent-hash ring (``cluster.py`` says how failover and membership
+  work).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sysdesign.blocks.cache.base import (
     NotAnInteger,
 )
 from sysdesign.blocks.cache.memory import DEFAULT_MAX_BYTES, MemoryCache
+from sysdesign.blocks.cache.ring import HashRing, moved_fraction
 from sysdesign.blocks.cache.store import POLICIES, EntryTooLarge, MemoryStore
 from sysdesign.platform.clock import Clock
 from sysdesign.platform.errors import ConfigurationError
@@ -41,9 +46,11 @@ __all__ = [
     "CacheUnavailable",
     "EntryTooLarge",
     "Envelope",
+    "HashRing",
     "MemoryCache",
     "MemoryStore",
     "NotAnInteger",
+    "moved_fraction",
     "open_cache",
     "parse_size",
 ]
@@ -106,6 +113,15 @@ def open_cache(url: str, *, clock: Clock | None = None) -> Cache:
                 "the redis cache needs redis-py: pip install 'sysdesign[redis]'"
             ) from None
         return RedisCache.from_url(url)
+    if scheme == "sysdesign":
+        try:
+            from sysdesign.blocks.cache.cluster import ClusterCache
+        except ImportError:
+            raise ConfigurationError(
+                "the cache cluster needs redis-py: pip install 'sysdesign[redis]'"
+            ) from None
+        return ClusterCache.from_url(url)
     raise ConfigurationError(
-        f"unsupported cache URL scheme {scheme!r}: use memory://, redis:// or rediss://"
+        f"unsupported cache URL scheme {scheme!r}: use memory://, redis://, rediss:// "
+        "or sysdesign://"
     )
