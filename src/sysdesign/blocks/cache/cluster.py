@@ -269,7 +269,10 @@ class ClusterCache(Cache):
         await asyncio.gather(*(m.cache.close() for m in self.members.values()))
 
     async def ping(self) -> None:
-        """Fine while every key has a live owner: at most R - 1 nodes down."""
+        """Ask every node; fine while every key has a live owner: at most
+        R - 1 nodes down."""
+        live = [m for m in self.members.values() if m.up]
+        await self._on_each(live, [m.cache.ping() for m in live], [[]] * len(live))
         await self.check_nodes()
         down = [m.address for m in self.members.values() if not m.up]
         if len(down) >= min(self.replicas, len(self.members)):
