@@ -106,7 +106,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ok",
-        "checks": {"database:db0": "ok", "queue": "ok", "ratelimit": "ok"},
+        "checks": {"cache": "ok", "database:db0": "ok", "queue": "ok", "ratelimit": "ok"},
     }
 
 

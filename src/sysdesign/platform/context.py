@@ -27,6 +27,7 @@ from sysdesign.platform.uow import UnitOfWork
 from sysdesign.settings import Settings
 
 if TYPE_CHECKING:
+    from sysdesign.blocks.cache import Cache
     from sysdesign.blocks.queue import Queue
     from sysdesign.blocks.queue.relay import OutboxRelay
     from sysdesign.blocks.ratelimit.base import RateLimitStore
@@ -116,6 +117,18 @@ class Platform:
         return queue
 
     @cached_property
+    def cache(self) -> Cache:
+        """The cache block on ``cache_url``, not yet connected: ``start()``
+        connects it once something has built it (the cache system does when
+        its app is created), or call ``connect_cache()``. The memory backend
+        expires keys by ``clock``; Redis by its own."""
+        from sysdesign.blocks.cache import open_cache
+
+        cache = open_cache(self.settings.url("cache"), clock=self.clock)
+        self.add_readiness_check("cache", cache.ping)
+        return cache
+
+    @cached_property
     def relay(self) -> OutboxRelay:
         from sysdesign.blocks.queue.relay import OutboxRelay
 
@@ -198,6 +211,10 @@ class Platform:
         if self.settings.ratelimit_enabled:
             _ = self.rate_limiter  # a broken rules file stops start-up with its error
             self.ratelimit_watcher.start()
+        # Only a process that serves something using the cache has built it by now;
+        # the others neither connect to it nor fail when it is down.
+        if "cache" in self.__dict__:
+            await self.connect_cache()
         self._started = True
 
     @staticmethod
@@ -216,6 +233,12 @@ class Platform:
         queue = self.queue
         await self._connect(f"queue {queue.name}", queue.connect)
         return queue
+
+    async def connect_cache(self) -> Cache:
+        """The cache, connected; one clear error when its backend is unreachable."""
+        cache = self.cache
+        await self._connect(f"cache {cache.name}", cache.connect)
+        return cache
 
     async def readiness(self, timeout: float = 3.0) -> dict[str, str]:
         """``{check: "ok" | error}`` for every configured backend."""
@@ -238,6 +261,8 @@ class Platform:
             await self.ratelimit_watcher.stop()
         if "ratelimit_store" in self.__dict__:
             await self.ratelimit_store.close()
+        if "cache" in self.__dict__:
+            await self.cache.close()
         if "relay" in self.__dict__:
             await self.relay.stop()
         if "queue" in self.__dict__:
