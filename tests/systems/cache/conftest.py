@@ -1,0 +1,100 @@
+"""The root app with the cache system on each backend: memory always, Redis
+when ``SYSDESIGN_TEST_REDIS_URL`` is set, and two signed-in callers.
+
+Redis keeps time by its own clock, so ``elapse`` moves the manual clock and,
+on Redis, also waits that long for real: tests that need a key to expire on
+both backends give it a TTL of ``SHORT`` seconds. Each Redis test gets a key
+prefix of its own and deletes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from sysdesign.platform.app import create_app
+from sysdesign.platform.clock import ManualClock
+from tests.backends import service_url
+from tests.conftest import make_settings, open_client
+
+SHORT = 0.4  # seconds
+PASSWORD = "correct horse battery"
+
+Elapse = Callable[[float], Awaitable[None]]
+Headers = dict[str, str]
+
+
+async def delete_prefix(prefix: str) -> None:
+    client = Redis.from_url(service_url("redis"))
+    try:
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + ":*"
+        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.unlink(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def cache_url(cache_backend: str) -> AsyncIterator[str]:
+    if cache_backend == "memory":
+        yield "memory://"
+        return
+    base = service_url("redis")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    # A generous timeout: these tests are about the API, not about a slow machine.
+    yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}&socket_timeout=5"
+    await delete_prefix(prefix)
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, cache_url: str, clock: ManualClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/app.db", cache_url=cache_url
+    )
+    async for c in open_client(create_app(settings, clock=clock)):
+        yield c
+
+
+@pytest.fixture
+def elapse(cache_backend: str, clock: ManualClock) -> Elapse:
+    async def elapse(seconds: float) -> None:
+        clock.advance(seconds)
+        if cache_backend == "redis":
+            await asyncio.sleep(seconds)
+
+    return elapse
+
+
+async def sign_in(client: httpx.AsyncClient, email: str) -> Headers:
+    """Register ``email`` and log in: the headers of that caller."""
+    body = {"email": email, "password": PASSWORD}
+    registered = await client.post("/accounts/v1/register", json=body)
+    assert registered.status_code == 201, registered.text
+    login = await client.post("/accounts/v1/login", json=body)
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+@pytest.fixture
+async def alice(client: httpx.AsyncClient) -> Headers:
+    return await sign_in(client, "alice@example.com")
+
+
+@pytest.fixture
+async def bob(client: httpx.AsyncClient) -> Headers:
+    return await sign_in(client, "bob@example.com")
