@@ -148,3 +148,61 @@ def test_random_bytes_split_anywhere_parse_the_same(data: bytes, cuts: list[int]
     whole = _outcome([data])
     split = _outcome(_split(data, cuts))
     assert split == whole
+
+
+def _outcome_of(parser: RespParser, chunks: list[bytes]) -> tuple[list[list[bytes]], bool]:
+    out: list[list[bytes]] = []
+    try:
+        for chunk in chunks:
+            out.extend(parser.parse(chunk))
+            if parser.error is not None:
+                return out, True
+    except ProtocolError:
+        return out, True
+    return out, False
+
+
+def _general_reader_only() -> RespParser:
+    """A parser without the fast path: it is off when a command it accepts could
+    exceed the query limit; no input here comes near this one."""
+    return RespParser(max_query=resp.FAST_ARGS * (resp.FAST_BULK - 1) - 1)
+
+
+# Arguments that trip the fast path: CRLF inside values, header-like bytes,
+# lengths at its bounds, and plain short values.
+tricky = st.one_of(
+    st.binary(max_size=20),
+    st.sampled_from([b"", b"\r\n", b"$3\r\nabc", b"*2\r\n", b"a\r\nb", b"\r", b"\n"]),
+    st.just(b"x" * (resp.FAST_BULK - 1)),
+    st.just(b"x" * resp.FAST_BULK),
+)
+tricky_commands = st.lists(st.lists(tricky, min_size=1, max_size=5), max_size=8)
+
+
+def test_the_general_reader_only_parser_has_no_fast_path() -> None:
+    assert _general_reader_only()._fast_headers is None
+    assert RespParser()._fast_headers is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tricky_commands,
+    st.lists(st.sampled_from([b"PING\r\n", b"*0\r\n", b"*x\r\n", b"*1\r\n$03\r\nabc\r\n"])),
+    st.lists(st.integers(min_value=0, max_value=9000), max_size=8),
+)
+def test_the_fast_path_reads_as_the_general_reader(
+    cmds: list[list[bytes]], extra: list[bytes], cuts: list[int]
+) -> None:
+    data = b"".join(resp.encode_command(*cmd) for cmd in cmds) + b"".join(extra)
+    for chunks in ([data], _split(data, cuts)):
+        assert _outcome_of(RespParser(), chunks) == _outcome_of(_general_reader_only(), chunks)
+    if not extra:
+        assert _outcome_of(RespParser(), [data]) == (cmds, False)
+
+
+def test_a_long_pipeline_crosses_fast_windows() -> None:
+    cmds = [[b"SET", b"k%d" % i, b"v" * (i % 300)] for i in range(2000)]
+    data = b"".join(resp.encode_command(*cmd) for cmd in cmds)
+    assert len(data) > 3 * resp.FAST_WINDOW
+    assert _outcome_of(RespParser(), [data]) == (cmds, False)
+    assert _outcome_of(RespParser(), _split(data, list(range(0, len(data), 5000)))) == (cmds, False)

@@ -115,8 +115,7 @@ class _Connection(asyncio.Protocol):
             return
         replies: list[bytes] = []
         try:
-            self.parser.feed(data)
-            for command in self.parser.commands():
+            for command in self.parser.parse(data):
                 replies.append(self.node.execute(command, self))
                 if self.closing:
                     break
@@ -259,10 +258,15 @@ class CacheNode:
         return resp.bulk(args[1])
 
     def _get(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.bulk(self.store.get(_key(args[1]), self.clock.time()))
+        # resp.bulk and _key written out: GET and SET are most of a cache's traffic.
+        value = self.store.get(args[1].decode("latin-1"), self.clock.time())
+        return resp.NULL if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
 
     def _set(self, args: list[bytes], _: _Connection) -> bytes:
         now = self.clock.time()
+        if len(args) == 3:  # no options: nothing to parse, and it always writes
+            self.store.set(args[1].decode("latin-1"), args[2], now)
+            return resp.OK
         ttl_ms: int | None = None
         nx = xx = get = keep_ttl = False
         compare: bytes | None = None  # IFEQ: set only over this value, as Redis 8.4 does

@@ -234,28 +234,34 @@ class MemoryStore:
     def _write(self, key: str, entry: _Entry | None, value: bytes, now: float) -> _Entry:
         """Store ``value`` at ``key`` (``entry``: its live entry, if any) as a
         use, keeping the entry's TTL; evicts others first if the budget needs it."""
-        bounded = self.max_bytes > 0
+        # The calls to _check_fits and _make_room are guarded here so that a
+        # write that fits (nearly all of them) makes neither call.
+        budget = self.max_bytes
+        lfu = self._lfu
         if entry is None:
-            cost = key_cost(key) + len(value) + ENTRY_OVERHEAD
-            if bounded:
-                self._check_fits(key, cost)
-                self._make_room(cost, now)
+            cost = (len(key) if key.isascii() else len(key.encode())) + len(value) + ENTRY_OVERHEAD
+            if budget:
+                if cost > budget:
+                    self._check_fits(key, cost)
+                if self._used + cost > budget:
+                    self._make_room(cost, now)
             entry = self._entries[key] = _Entry(value, cost)
-            if self._lfu is not None:
-                self._lfu.add(key, entry)
+            if lfu is not None:
+                lfu.add(key, entry)
             self._used += cost
             return entry
         cost = entry.cost - len(entry.value) + len(value)
-        if bounded:
+        if budget and cost > budget:
             self._check_fits(key, cost)
-        if self._lfu is not None:
-            self._lfu.remove(key, entry)
+        if lfu is not None:
+            lfu.remove(key, entry)
         else:
-            self._touch(key, entry)
-        if bounded:
+            assert self._lru is not None
+            self._lru.move_to_end(key)
+        if budget and self._used + cost - entry.cost > budget:
             self._make_room(cost - entry.cost, now)
-        if self._lfu is not None:
-            self._lfu.add(key, entry)
+        if lfu is not None:
+            lfu.add(key, entry)
         self._used += cost - entry.cost
         entry.value, entry.cost = value, cost
         return entry
@@ -292,12 +298,20 @@ class MemoryStore:
     # --- commands -------------------------------------------------------------
 
     def get(self, key: str, now: float) -> bytes | None:
-        entry = self._live(key, now)
-        if entry is None:
+        # _live and _touch written out: this is the node's hottest path.
+        entry = self._entries.get(key)
+        if entry is None or (entry.expires is not None and entry.expires <= now):
+            if entry is not None:
+                self._remove(key, entry)
+                self._expirations += 1
             self._misses += 1
             return None
         self._hits += 1
-        self._touch(key, entry)
+        if self._lru is not None:
+            self._lru.move_to_end(key)
+        else:
+            assert self._lfu is not None
+            self._lfu.touch(key, entry)
         return entry.value
 
     def set(
@@ -321,8 +335,12 @@ class MemoryStore:
         if (nx and entry is not None) or (xx and entry is None):
             return False
         entry = self._write(key, entry, value, now)
-        if not keep_ttl:
-            self._set_expiry(key, entry, None if ttl is None else now + ttl)
+        if keep_ttl:
+            pass
+        elif ttl is not None:
+            self._set_expiry(key, entry, now + ttl)
+        elif entry.expires is not None:  # the common case, no TTL before or after, costs nothing
+            self._set_expiry(key, entry, None)
         return True
 
     def delete(self, *keys: str, now: float) -> int:
