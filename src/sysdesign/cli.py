@@ -298,6 +298,42 @@ def bench_ratelimiter(
         _fail(str(exc))
 
 
+@bench_app.command("cache")
+def bench_cache(
+    requests: Annotated[
+        int, typer.Option(min=1000, help="Requests per redis-benchmark test, one at a time.")
+    ] = 100000,
+    pipelined_requests: Annotated[
+        int, typer.Option(min=1000, help="Requests per redis-benchmark test with -P 16.")
+    ] = 400000,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,
+    keys: Annotated[
+        int, typer.Option(min=100, help="Keyspace: loaded first, drawn by -r, and Zipf's.")
+    ] = 100000,
+    zipf_requests: Annotated[
+        int, typer.Option(min=1000, help="Requests per hit-ratio run.")
+    ] = 500000,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Our cache node beside redis-server under redis-benchmark; memory per key; LRU vs LFU."""
+
+    from sysdesign.benchmarks import BenchmarkError
+    from sysdesign.blocks.cache.bench import run_cache_bench
+
+    try:
+        run_cache_bench(
+            requests=requests,
+            pipelined_requests=pipelined_requests,
+            rounds=rounds,
+            keys=keys,
+            zipf_requests=zipf_requests,
+            out_dir=out,
+            console=console,
+        )
+    except BenchmarkError as exc:
+        _fail(str(exc))
+
+
 @app.command(
     "cache-node",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -1,0 +1,492 @@
+"""``sysdesign bench cache``: our cache node beside redis-server, under redis-benchmark.
+
+Three measurements, each against an anchor in the same run:
+
+- **Throughput.** ``sysdesign cache-node`` and redis-server run side by side,
+  both pinned to the server CPU, and redis-benchmark (pinned to the other CPU)
+  loads each in turn: ``-t set,get -c 50 -d 100 -r <keys>``, once one request
+  at a time per client and once pipelined ``-P 16``. Both servers first get the
+  same ``keys`` keys, named as redis-benchmark names them, so every GET hits.
+  Rounds alternate which server goes first; medians of ops/s and of p99 are
+  reported, with ours / redis-server per test. Goals: 0.50 without pipelining,
+  0.25 with it.
+- **Memory per key.** While loading those keys: our node's resident memory
+  grown per key, beside redis-server's ``used_memory`` grown per key (its
+  allocator's count, what Redis reports) and its resident memory grown per key.
+- **Hit ratio.** The memory keyspace itself, in this process: a read-through
+  cache (GET, then SET on a miss) under a Zipf(1.0) key sequence over
+  ``keys`` keys, with room for 1% and for 10% of them, once per eviction
+  policy on the same sequence.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sysdesign.benchmarks import BenchmarkError
+from sysdesign.benchmarks.cpus import CpuPlan, pinned, plan_cpus
+from sysdesign.benchmarks.machine import machine_info, package_versions
+from sysdesign.benchmarks.results import median, utc_now, write_result
+from sysdesign.benchmarks.server import LOOPBACK, free_port, rss_bytes, stop
+from sysdesign.blocks.cache.store import POLICIES, MemoryStore, entry_cost
+
+CLIENTS = 50
+PIPELINE = 16
+VALUE_BYTES = 100
+TESTS = ("SET", "GET")
+MAXMEMORY = "256mb"  # both servers; the keys loaded take a fraction of it
+GOALS = {"plain": 0.50, "pipelined": 0.25}
+ZIPF_EXPONENT = 1.0
+CACHE_SHARES = (0.01, 0.10)  # room for this share of the keys, in the hit-ratio runs
+SEED = 20260101
+MIN_REQUESTS = 1000
+MIN_KEYS = 100
+LOAD_BATCH = 1000
+INSTALL_HINT = "redis-server and redis-benchmark are needed: apt-get install redis-server"
+
+
+# --- redis-benchmark ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkLine:
+    """One line of ``redis-benchmark --csv``; latencies in ms. Versions before
+    7 print only requests/s, so the latencies may be missing."""
+
+    test: str
+    rps: float
+    avg_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+
+def parse_csv(text: str) -> dict[str, BenchmarkLine]:
+    """Every test line of ``redis-benchmark --csv`` output, by test name.
+
+    Redis 7 writes a header (``"test","rps","avg_latency_ms",...``) and then a
+    line per test; Redis 6 writes ``"SET","12345.67"`` lines without a header.
+    """
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    header: list[str] = ["test", "rps"]
+    results: dict[str, BenchmarkLine] = {}
+    for row in rows:
+        if row[0] == "test":
+            header = row
+            continue
+        fields = dict(zip(header, row, strict=False))
+        try:
+            results[row[0]] = BenchmarkLine(
+                test=row[0],
+                rps=float(fields["rps"]),
+                avg_ms=_float(fields.get("avg_latency_ms")),
+                p50_ms=_float(fields.get("p50_latency_ms")),
+                p99_ms=_float(fields.get("p99_latency_ms")),
+                max_ms=_float(fields.get("max_latency_ms")),
+            )
+        except (KeyError, ValueError):
+            raise BenchmarkError(f"unreadable redis-benchmark line: {','.join(row)}") from None
+    return results
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def benchmark_command(port: int, requests: int, keys: int, pipeline: int) -> list[str]:
+    command = ["redis-benchmark", "-h", LOOPBACK, "-p", str(port), "-t", "set,get"]
+    command += ["-c", str(CLIENTS), "-n", str(requests), "-d", str(VALUE_BYTES)]
+    command += ["-r", str(keys), "--csv"]
+    return command + (["-P", str(pipeline)] if pipeline > 1 else [])
+
+
+def run_benchmark(command: list[str], cpu: int | None) -> dict[str, BenchmarkLine]:
+    done = subprocess.run(pinned(command, cpu), capture_output=True, text=True, timeout=600)
+    results = parse_csv(done.stdout)
+    if done.returncode != 0 or set(results) != set(TESTS):
+        detail = (done.stderr or done.stdout).strip()[-500:]
+        raise BenchmarkError(f"redis-benchmark failed (exit {done.returncode}): {detail}")
+    return results
+
+
+def tool_version(tool: str) -> str | None:
+    """``7.0.15`` from ``redis-server --version`` or ``redis-benchmark --version``."""
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    found = re.search(r"(?:v=|\s)(\d+\.\d+\.\d+)", out.stdout)
+    return found.group(1) if found else None
+
+
+# --- the servers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+def _command(connection: socket.socket, *args: bytes) -> bytes:
+    """Send one command and read its whole reply (simple, or one bulk string)."""
+    from sysdesign.blocks.cache.resp import encode_command
+
+    connection.sendall(encode_command(*args))
+    data = b""
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise BenchmarkError("the server closed the connection")
+        data += chunk
+        if data[:1] != b"$":
+            if data.endswith(b"\r\n"):
+                return data
+            continue
+        size, _, rest = data[1:].partition(b"\r\n")
+        if len(rest) >= int(size) + 2:
+            return rest[: int(size)]
+
+
+def _wait_ready(server: Server, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise BenchmarkError(f"{server.name} exited with status {server.process.returncode}")
+        try:
+            with socket.create_connection((LOOPBACK, server.port), timeout=5) as connection:
+                if _command(connection, b"PING") == b"+PONG\r\n":
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{server.name} did not answer PING within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+@contextmanager
+def _serve(name: str, command: list[str], port: int, cpu: int | None) -> Iterator[Server]:
+    process = subprocess.Popen(
+        pinned(command, cpu), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    server = Server(name, port, process)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def redis_server(cpu: int | None) -> tuple[list[str], int]:
+    port = free_port()
+    command = ["redis-server", "--bind", LOOPBACK, "--port", str(port), "--save", ""]
+    command += ["--appendonly", "no", "--maxmemory", MAXMEMORY]
+    return [*command, "--maxmemory-policy", "allkeys-lru"], port
+
+
+def cache_node(cpu: int | None) -> tuple[list[str], int]:
+    port = free_port()
+    command = [sys.executable, "-m", "sysdesign.blocks.cache.node", "--host", LOOPBACK]
+    command += ["--port", str(port), "--maxmemory", MAXMEMORY]
+    return [*command, "--policy", "allkeys-lru"], port
+
+
+# --- memory per key ---------------------------------------------------------------
+
+
+def key_name(i: int) -> bytes:
+    """The i-th key as redis-benchmark's ``-r`` names it (``key:__rand_int__``)."""
+    return b"key:%012d" % i
+
+
+def load_keys(port: int, keys: int) -> None:
+    """SET ``keys`` keys with ``VALUE_BYTES`` values, pipelined ``LOAD_BATCH`` at a time."""
+    from sysdesign.blocks.cache.resp import encode_command
+
+    value = b"x" * VALUE_BYTES
+    with socket.create_connection((LOOPBACK, port), timeout=30) as connection:
+        for start in range(0, keys, LOAD_BATCH):
+            batch = range(start, min(start + LOAD_BATCH, keys))
+            connection.sendall(b"".join(encode_command(b"SET", key_name(i), value) for i in batch))
+            expected, received = b"+OK\r\n" * len(batch), b""
+            while len(received) < len(expected):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    raise BenchmarkError(f"connection closed while loading keys on port {port}")
+                received += chunk
+            if received != expected:
+                raise BenchmarkError(f"loading keys on port {port}: {received[:200]!r}")
+
+
+def used_memory(port: int) -> int:
+    with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
+        info = _command(connection, b"INFO", b"memory").decode()
+    found = re.search(r"^used_memory:(\d+)", info, re.MULTILINE)
+    if found is None:
+        raise BenchmarkError(f"no used_memory in INFO memory on port {port}")
+    return int(found.group(1))
+
+
+def measure_memory(redis: Server, ours: Server, keys: int) -> dict[str, Any]:
+    """Load the same keys into both; bytes per key that each grew by."""
+
+    def rss(server: Server) -> int:
+        found = rss_bytes(server.process.pid)
+        if found is None:
+            raise BenchmarkError("resident memory needs /proc")
+        return found
+
+    before = {"redis_rss": rss(redis), "redis_used": used_memory(redis.port), "ours": rss(ours)}
+    load_keys(redis.port, keys)
+    load_keys(ours.port, keys)
+    time.sleep(0.5)  # let both settle (Redis frees its query buffers lazily)
+    redis_used = (used_memory(redis.port) - before["redis_used"]) / keys
+    redis_rss = (rss(redis) - before["redis_rss"]) / keys
+    ours_rss = (rss(ours) - before["ours"]) / keys
+    return {
+        "keys": keys,
+        "key_bytes": len(key_name(0)),
+        "value_bytes": VALUE_BYTES,
+        "ours_rss_per_key": round(ours_rss, 1),
+        "redis_used_memory_per_key": round(redis_used, 1),
+        "redis_rss_per_key": round(redis_rss, 1),
+        "ratio_to_used_memory": round(ours_rss / redis_used, 2),
+        "ratio_to_rss": round(ours_rss / redis_rss, 2) if redis_rss > 0 else None,
+    }
+
+
+# --- hit ratio under Zipf -----------------------------------------------------------
+
+
+def zipf_sequence(keys: int, requests: int, seed: int = SEED) -> list[int]:
+    """``requests`` key indexes, index i drawn with probability ∝ 1 / (i + 1)^s."""
+    weights = accumulate(1 / (i + 1) ** ZIPF_EXPONENT for i in range(keys))
+    return random.Random(seed).choices(range(keys), cum_weights=list(weights), k=requests)
+
+
+def hit_ratio(policy: str, sequence: list[int], capacity: int, keys: int) -> float:
+    """Hits / requests of a read-through cache with room for ``capacity`` keys."""
+    names = [key_name(i).decode() for i in range(keys)]
+    value = b"x" * VALUE_BYTES
+    store = MemoryStore(capacity * entry_cost(names[0], value), policy)
+    get, put, hits = store.get, store.set, 0
+    for i in sequence:
+        if get(names[i], 0.0) is None:
+            put(names[i], value, 0.0)
+        else:
+            hits += 1
+    return hits / len(sequence)
+
+
+def measure_hit_ratios(keys: int, requests: int) -> dict[str, Any]:
+    sequence = zipf_sequence(keys, requests)
+    caches = []
+    for share in CACHE_SHARES:
+        capacity = max(1, int(keys * share))
+        ratios = {p: round(hit_ratio(p, sequence, capacity, keys), 4) for p in POLICIES}
+        lru, lfu = ratios["allkeys-lru"], ratios["allkeys-lfu"]
+        caches.append(
+            {
+                "share": share,
+                "capacity_keys": capacity,
+                **ratios,
+                "lfu_minus_lru": round(lfu - lru, 4),
+            }
+        )
+    return {"zipf_exponent": ZIPF_EXPONENT, "keys": keys, "requests": requests, "caches": caches}
+
+
+# --- throughput -------------------------------------------------------------------
+
+
+def _summary(runs: list[BenchmarkLine]) -> dict[str, Any]:
+    p99s = [r.p99_ms for r in runs if r.p99_ms is not None]
+    p50s = [r.p50_ms for r in runs if r.p50_ms is not None]
+    return {
+        "rounds": [round(r.rps) for r in runs],
+        "median": round(median(r.rps for r in runs)),
+        "p50_ms": round(median(p50s), 3) if p50s else None,
+        "p99_ms": round(median(p99s), 3) if p99s else None,
+    }
+
+
+def measure_throughput(
+    servers: list[Server], modes: dict[str, tuple[int, int]], keys: int, rounds: int,
+    cpus: CpuPlan, console: Console,
+) -> dict[str, Any]:  # fmt: skip
+    """``modes``: name -> (pipeline, requests). Servers alternate first and last by round."""
+    runs: dict[str, dict[str, dict[str, list[BenchmarkLine]]]] = {
+        mode: {test: {s.name: [] for s in servers} for test in TESTS} for mode in modes
+    }
+    for r in range(rounds):
+        order = servers if r % 2 == 0 else servers[::-1]
+        console.print(f"  round {r + 1}/{rounds}: {', '.join(s.name for s in order)}")
+        for server in order:
+            for mode, (pipeline, requests) in modes.items():
+                command = benchmark_command(server.port, requests, keys, pipeline)
+                for test, result in run_benchmark(command, cpus.load).items():
+                    runs[mode][test][server.name].append(result)
+    measured: dict[str, Any] = {}
+    for mode, (pipeline, requests) in modes.items():
+        tests: dict[str, Any] = {}
+        for test in TESTS:
+            entry = {name: _summary(results) for name, results in runs[mode][test].items()}
+            entry["ratio"] = round(entry["ours"]["median"] / entry["redis"]["median"], 3)
+            tests[test] = entry
+        measured[mode] = {"pipeline": pipeline, "requests": requests, "tests": tests}
+    return measured
+
+
+def _goals(throughput: dict[str, Any]) -> dict[str, Any]:
+    goals = {}
+    for mode, at_least in GOALS.items():
+        ratios = {test: e["ratio"] for test, e in throughput[mode]["tests"].items()}
+        goals[mode] = {
+            "ratio_at_least": at_least,
+            "ratios": ratios,
+            "met": all(v >= at_least for v in ratios.values()),
+        }
+    return goals
+
+
+def _report(result: dict[str, Any], path: Path, console: Console) -> None:
+    table = Table("test", "redis ops/s", "p99", "ours ops/s", "p99", "ratio", "goal")
+    table.title = f"redis-benchmark, {CLIENTS} clients, {VALUE_BYTES}-byte values (p99 in ms)"
+    for mode, measured in result["throughput"].items():
+        for test, entry in measured["tests"].items():
+            redis, ours = entry["redis"], entry["ours"]
+            label = test if measured["pipeline"] == 1 else f"{test} -P {measured['pipeline']}"
+            met = entry["ratio"] >= GOALS[mode]
+            table.add_row(
+                label,
+                f"{redis['median']:,}",
+                f"{redis['p99_ms']}",
+                f"{ours['median']:,}",
+                f"{ours['p99_ms']}",
+                f"{entry['ratio']:.2f}",
+                f"{'[green]' if met else '[red]'}≥ {GOALS[mode]:.2f}",
+            )
+    console.print(table)
+    memory = result["memory"]
+    table = Table("", "ours (RSS)", "redis used_memory", "redis RSS", "ours ÷ used_memory")
+    table.title = (
+        f"memory per key: {memory['keys']:,} keys of {memory['key_bytes']} bytes, "
+        f"{memory['value_bytes']}-byte values"
+    )
+    table.add_row(
+        "bytes per key",
+        f"{memory['ours_rss_per_key']:,}",
+        f"{memory['redis_used_memory_per_key']:,}",
+        f"{memory['redis_rss_per_key']:,}",
+        f"{memory['ratio_to_used_memory']:.2f}",
+    )
+    console.print(table)
+    hits = result["hit_ratio"]
+    table = Table("room for", "allkeys-lru", "allkeys-lfu", "lfu - lru")
+    table.title = (
+        f"hit ratio, read-through, Zipf({hits['zipf_exponent']}) over {hits['keys']:,} keys, "
+        f"{hits['requests']:,} requests"
+    )
+    for cache in hits["caches"]:
+        table.add_row(
+            f"{cache['share']:.0%} ({cache['capacity_keys']:,} keys)",
+            f"{cache['allkeys-lru']:.4f}",
+            f"{cache['allkeys-lfu']:.4f}",
+            f"{cache['lfu_minus_lru']:+.4f}",
+        )
+    console.print(table)
+    for name, goal in result["goals"].items():
+        state = "[green]met[/green]" if goal["met"] else "[red]missed[/red]"
+        console.print(f"goal {name} (ours ÷ redis-server ≥ {goal['ratio_at_least']}): {state}")
+    console.print(f"result: {path}")
+
+
+def run_cache_bench(
+    *,
+    requests: int,
+    pipelined_requests: int,
+    rounds: int,
+    keys: int,
+    zipf_requests: int,
+    out_dir: str,
+    console: Console,
+) -> dict[str, Any]:
+    """Measure, print the tables, write ``cache-<time>.json`` under ``out_dir``."""
+    if min(requests, pipelined_requests, zipf_requests) < MIN_REQUESTS or rounds < 1:
+        raise BenchmarkError(f"requests must be at least {MIN_REQUESTS} and rounds at least 1")
+    if keys < MIN_KEYS:
+        raise BenchmarkError(f"keys must be at least {MIN_KEYS}")
+    for tool in ("redis-server", "redis-benchmark"):
+        if shutil.which(tool) is None:
+            raise BenchmarkError(f"{tool} not found: {INSTALL_HINT}")
+    moment = utc_now()
+    load_before = os.getloadavg()  # recorded: other work on the machine moves these figures
+    cpus = plan_cpus()
+    modes = {"plain": (1, requests), "pipelined": (PIPELINE, pipelined_requests)}
+    commands = {"redis": redis_server(cpus.server), "ours": cache_node(cpus.server)}
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(_serve(name, command, port, cpus.server))
+            for name, (command, port) in commands.items()
+        ]
+        console.print(f"cache benchmark: {cpus.note}; loading {keys:,} keys into each server")
+        memory = measure_memory(servers[0], servers[1], keys)
+        throughput = measure_throughput(servers, modes, keys, rounds, cpus, console)
+    console.print(f"  hit ratios: Zipf({ZIPF_EXPONENT}), {zipf_requests:,} requests")
+    hits = measure_hit_ratios(keys, zipf_requests)
+    result: dict[str, Any] = {
+        "benchmark": "cache",
+        "description": "sysdesign cache-node beside redis-server under redis-benchmark (GET and"
+        " SET, with and without pipelining), memory per key, and LRU against LFU hit ratios"
+        " under a Zipf workload",
+        "timestamp": moment.isoformat().replace("+00:00", "Z"),
+        "machine": machine_info(),
+        "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
+        "versions": {
+            **package_versions(["sysdesign", "uvloop"]),
+            "redis-server": tool_version("redis-server"),
+            "redis-benchmark": tool_version("redis-benchmark"),
+        },
+        "parameters": {
+            "requests": requests,
+            "pipelined_requests": pipelined_requests,
+            "rounds": rounds,
+            "clients": CLIENTS,
+            "pipeline": PIPELINE,
+            "value_bytes": VALUE_BYTES,
+            "keys": keys,
+            "keys_loaded_before": "every key redis-benchmark -r draws, so every GET hits",
+            "order": "servers alternate first and last by round; medians reported",
+            "cpus": cpus.as_dict(),
+            "servers": {name: " ".join(command) for name, (command, _) in commands.items()},
+            "load": f"redis-benchmark -t set,get -c {CLIENTS} -n <requests> -d {VALUE_BYTES}"
+            f" -r {keys} --csv, and with -P {PIPELINE}",
+            "zipf_requests": zipf_requests,
+        },
+        "throughput": throughput,
+        "memory": memory,
+        "hit_ratio": hits,
+        "goals": _goals(throughput),
+    }
+    path = write_result(out_dir, "cache", moment, result)
+    _report(result, path, console)
+    return result
