@@ -366,3 +366,22 @@ async def test_redis_benchmark_smoke(node: CacheNode) -> None:
 def test_main_node_rejects_a_bad_policy() -> None:
     with pytest.raises(SystemExit):
         main_node(["--policy", "volatile-ttl"])
+
+
+async def test_command_names_in_any_case(node: CacheNode) -> None:
+    data = b"".join(
+        resp.encode_command(name, *args)
+        for name, args in [(b"set", [b"k", b"v"]), (b"GeT", [b"k"]), (b"GET", [b"k"])]
+    )
+    assert await raw(node.port, data + resp.encode_command(b"qUiT")) == (
+        b"+OK\r\n$1\r\nv\r\n$1\r\nv\r\n+OK\r\n"
+    )
+
+
+async def test_a_clock_set_later_is_the_one_read(node: CacheNode) -> None:
+    later = ManualClock(start=2_000_000_000.0)
+    node.clock = later
+    data = resp.encode_command(b"SET", b"k", b"v", b"EX", b"10") + resp.encode_command(b"GET", b"k")
+    assert await raw(node.port, data + resp.encode_command(b"QUIT")) == b"+OK\r\n$1\r\nv\r\n+OK\r\n"
+    later.advance(10)
+    assert await raw(node.port, b"GET k\r\nQUIT\r\n") == b"$-1\r\n+OK\r\n"

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from fnmatch import fnmatchcase
 from typing import cast
 
@@ -152,7 +153,7 @@ class CacheNode:
         self.host = host
         self.port = port
         self.store = MemoryStore(max_bytes, policy)
-        self.clock: Clock = clock or SystemClock()
+        self.clock = clock or SystemClock()
         self.expire_interval = expire_interval
         self.expire_budget = expire_budget
         self.commands_processed = 0
@@ -176,6 +177,24 @@ class CacheNode:
             b"select": (2, self._select), b"quit": (-1, self._quit), b"hello": (-1, self._hello),
             b"multi": (1, self._multi), b"exec": (1, self._exec), b"discard": (1, self._discard),
         }  # fmt: skip
+        # Clients send names in upper or in lower case: both spellings are keys
+        # here, so that a command costs a lookup and no lower().
+        self._lookup = {
+            spelling: (name, arity, handler)
+            for name, (arity, handler) in self._table.items()
+            for spelling in (name, name.upper())
+        }
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = clock
+        # GET and SET read the time through _time: time.time itself for the
+        # system clock, saving a Python call per command.
+        self._time = time.time if type(clock) is SystemClock else clock.time
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -220,8 +239,7 @@ class CacheNode:
     def execute(self, args: list[bytes], connection: _Connection) -> bytes:
         """One command's encoded reply; errors become error replies."""
         self.commands_processed += 1
-        name = args[0].lower()
-        entry = self._table.get(name)
+        entry = self._lookup.get(args[0]) or self._lookup.get(args[0].lower())
         if entry is None:
             if connection.queued is not None:
                 connection.queue_failed = True
@@ -230,7 +248,7 @@ class CacheNode:
                 f"ERR unknown command '{args[0][:128].decode('utf-8', 'replace')}', "
                 f"with args beginning with: {shown}"
             )
-        arity, handler = entry
+        name, arity, handler = entry
         if (arity > 0 and len(args) != arity) or len(args) < -arity:
             if connection.queued is not None:
                 connection.queue_failed = True
@@ -259,11 +277,11 @@ class CacheNode:
 
     def _get(self, args: list[bytes], _: _Connection) -> bytes:
         # resp.bulk and _key written out: GET and SET are most of a cache's traffic.
-        value = self.store.get(args[1].decode("latin-1"), self.clock.time())
+        value = self.store.get(args[1].decode("latin-1"), self._time())
         return resp.NULL if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
 
     def _set(self, args: list[bytes], _: _Connection) -> bytes:
-        now = self.clock.time()
+        now = self._time()
         if len(args) == 3:  # no options: nothing to parse, and it always writes
             self.store.set(args[1].decode("latin-1"), args[2], now)
             return resp.OK
