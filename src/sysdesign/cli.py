@@ -306,7 +306,7 @@ def bench_cache(
     pipelined_requests: Annotated[
         int, typer.Option(min=1000, help="Requests per redis-benchmark test with -P 16.")
     ] = 400000,
-    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 5,
     keys: Annotated[
         int, typer.Option(min=100, help="Keyspace: loaded first, drawn by -r, and Zipf's.")
     ] = 100000,

@@ -109,7 +109,7 @@ def test_the_benchmark_writes_a_result(tmp_path: Path) -> None:
             for side in ("redis", "ours"):
                 assert entry[side]["median"] > 0 and len(entry[side]["rounds"]) == 1
                 assert 0 < entry[side]["p50_ms"] <= entry[side]["p99_ms"]
-            assert entry["ratio"] > 0
+            assert entry["ratio"] > 0 and len(entry["round_ratios"]) == 1
     assert set(result["goals"]) == {"plain", "pipelined"}
     assert all("met" in goal for goal in result["goals"].values())
     memory = result["memory"]

@@ -351,6 +351,10 @@ def measure_throughput(
         for test in TESTS:
             entry = {name: _summary(results) for name, results in runs[mode][test].items()}
             entry["ratio"] = round(entry["ours"]["median"] / entry["redis"]["median"], 3)
+            # Each round's ours / redis: the two ran back to back, so drift on a
+            # shared machine moves these less than it moves either side alone.
+            pairs = zip(runs[mode][test]["ours"], runs[mode][test]["redis"], strict=True)
+            entry["round_ratios"] = [round(o.rps / r.rps, 3) for o, r in pairs]
             tests[test] = entry
         measured[mode] = {"pipeline": pipeline, "requests": requests, "tests": tests}
     return measured
