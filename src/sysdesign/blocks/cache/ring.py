@@ -7,7 +7,8 @@ from there. Adding a node takes over only the arcs just before its points,
 so only about ``1/(N+1)`` of the keys move, all of them to the new node;
 removing one hands each of its arcs to the next node, so only its own keys
 (about ``1/N``) move. Many points per node keep the shares even: with 160
-points the largest share of 10 nodes is within about 20% of the mean.
+points the largest share of 3 to 10 nodes is at most about 25% over the
+mean.
 
 The hash is the first 8 bytes of BLAKE2b: stable across processes and
 Python versions (unlike ``hash()``), so every client of a cluster computes
