@@ -69,6 +69,9 @@ async def test_bad_incr_requests_say_which_field(client: httpx.AsyncClient, alic
     cases = [
         ({"amount": "one"}, "amount"),
         ({"amount": 1.5}, "amount"),
+        ({"amount": True}, "amount"),
+        ({"amount": "5"}, "amount"),
+        ({"ttl": "60"}, "ttl"),
         ({"amount": 2**63}, "amount"),
         ({"ttl": 0}, "ttl"),
         ({"ttl": -3}, "ttl"),

@@ -240,3 +240,17 @@ async def test_a_value_over_the_body_limit_is_413(
     response = await put(client, alice, "big", b"x" * (1_048_576 + 1))
     assert_problem(response, 413)
     assert (await client.get(url("big"), headers=alice)).status_code == 404
+
+
+async def test_head_says_whether_a_key_exists_without_its_value(
+    client: httpx.AsyncClient, alice: Headers
+) -> None:
+    tag = (await put(client, alice, "k", b"value", ttl=60)).headers["etag"]
+    found = await client.head(url("k"), headers=alice)
+    assert found.status_code == 200
+    assert found.content == b""
+    assert found.headers["etag"] == tag
+    assert float(found.headers["cache-ttl"]) <= 60
+    missing = await client.head(url("nope"), headers=alice)
+    assert missing.status_code == 404
+    assert (await client.head(url("k"))).status_code == 401

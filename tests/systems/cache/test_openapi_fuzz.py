@@ -76,8 +76,17 @@ def error_is_a_problem_document(ctx: CheckContext, response: Response, case: Cas
     return None
 
 
+def _float_past_int64(case: Case) -> bool:
+    """The generator picks an integer near 2**63 - 1, then sends it as a float,
+    which rounds to 2**63: past the maximum, rightly refused."""
+    amount = case.body.get("amount") if isinstance(case.body, dict) else None
+    return isinstance(amount, float) and abs(amount) >= 2**63
+
+
 def positive_data_accepted(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     if response.status_code in STATE_DEPENDENT:
+        return None
+    if response.status_code == 422 and _float_past_int64(case):
         return None
     if response.status_code == 422:
         errors = response.json().get("errors", [])

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    StringConstraints,
-    WithJsonSchema,
-)
 
 from sysdesign.blocks.cache import CacheError, CacheUnavailable, EntryTooLarge, NotAnInteger
 from sysdesign.platform.accounts.security import Principal, current_user
@@ -23,17 +12,27 @@ from sysdesign.platform.http import Problem, ProblemDetail
 from sysdesign.platform.service_app import create_service_app
 from sysdesign.systems.cache.domain import (
     ETAG_LIST_PATTERN,
-    MAX_BATCH,
     MAX_KEY_CHARS,
     MAX_TTL_SECONDS,
     PreconditionFailed,
     WriteConditions,
-    check_key,
     etag_of,
     not_modified,
     parse_etags,
 )
-from sysdesign.systems.cache.service import KeyValueService
+from sysdesign.systems.cache.schemas import (
+    IncrOut,
+    IncrRequest,
+    MGetOut,
+    MGetRequest,
+    MSetOut,
+    MSetRequest,
+    StatsOut,
+    StoredOut,
+    TtlSeconds,
+    to_base64,
+)
+from sysdesign.systems.cache.service import Entry, KeyValueService
 
 if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
@@ -66,7 +65,6 @@ The cache being unreachable is a 503 problem with `Retry-After`.
 """
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
-_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -79,25 +77,14 @@ NOT_FOUND = {404: _problem("No such key (never set, deleted, expired or evicted)
 PRECONDITION = {412: _problem("A write condition (nx, xx, If-Match, If-None-Match) did not hold")}
 
 
-def _decode_base64(value: object) -> bytes:
-    if not isinstance(value, str) or _BASE64.fullmatch(value) is None:
-        raise ValueError("must be standard base64 with padding (RFC 4648, section 4)")
-    return base64.b64decode(value, validate=True)
+VALUE_HEADERS = {
+    "ETag": {"description": "A digest of the value", "schema": {"type": "string"}},
+    "Cache-TTL": {
+        "description": "Seconds to live; absent when the key has no expiry",
+        "schema": {"type": "string"},
+    },
+}
 
-
-Key = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_KEY_CHARS),
-    AfterValidator(check_key),
-]
-Base64Value = Annotated[
-    bytes,
-    PlainValidator(_decode_base64),
-    WithJsonSchema(
-        {"type": "string", "contentEncoding": "base64", "pattern": f"^{_BASE64.pattern}$"}
-    ),
-]
-TtlSeconds = Annotated[float, Field(gt=0, le=MAX_TTL_SECONDS, description="Seconds to live")]
 PathKey = Annotated[
     str,
     Path(min_length=1, max_length=MAX_KEY_CHARS, description="The key, percent-encoded"),
@@ -108,70 +95,19 @@ def _etags(description: str) -> Any:
     return Header(pattern=ETAG_LIST_PATTERN, description=description)
 
 
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
-
-
 def _seconds(ttl: float) -> str:
     return f"{ttl:.3f}".rstrip("0").rstrip(".")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _no_such_key() -> Problem:
+    return Problem(404, "No such key", slug="key-not-found", title="Key not found")
 
 
-class IncrRequest(_Strict):
-    amount: Annotated[
-        int, Field(ge=-(2**63), le=2**63 - 1, description="What to add; negative subtracts")
-    ] = 1
-    ttl: Annotated[TtlSeconds | None, Field(description="Applies only when the key is created")] = (
-        None
-    )
-
-
-class IncrOut(BaseModel):
-    key: str
-    value: int
-
-
-class StoredOut(BaseModel):
-    key: str
-    created: bool = Field(description="True if the key was absent, false if it was replaced")
-    etag: str
-    ttl: float | None = Field(description="Seconds to live; null: no expiry")
-
-
-class MGetRequest(_Strict):
-    keys: Annotated[list[Key], Field(min_length=1, max_length=MAX_BATCH)]
-
-
-class MGetOut(BaseModel):
-    values: dict[str, str | None] = Field(
-        description="Every key asked for: its value in base64, or null when absent"
-    )
-
-
-class MSetRequest(_Strict):
-    items: Annotated[
-        dict[Key, Base64Value],
-        Field(min_length=1, max_length=MAX_BATCH, description="Values in base64 by key"),
-    ]
-    ttl: TtlSeconds | None = None
-
-
-class MSetOut(BaseModel):
-    stored: int
-
-
-class StatsOut(BaseModel):
-    backend: str = Field(description="memory, redis, or the cluster's name")
-    hits: int
-    misses: int
-    hit_ratio: float
-    evictions: int
-    expirations: int
-    keys: int
-    used_bytes: int
+def _headers_of(entry: Entry) -> dict[str, str]:
+    headers = {"ETag": etag_of(entry.value)}
+    if entry.ttl is not None:
+        headers["Cache-TTL"] = _seconds(entry.ttl)
+    return headers
 
 
 def _caller(request: Request, user: Annotated[Principal, Depends(current_user)]) -> KeyValueService:
@@ -234,6 +170,7 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.post(
         "/v1/keys/{key:path}/incr",
+        summary="Add to an integer",
         response_model=IncrOut,
         tags=["keys"],
         responses={
@@ -253,6 +190,7 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.put(
         "/v1/keys/{key:path}",
+        summary="Store a value",
         response_model=StoredOut,
         tags=["keys"],
         responses={
@@ -322,19 +260,14 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.get(
         "/v1/keys/{key:path}",
+        summary="Read a value",
         response_class=Response,
         tags=["keys"],
         responses={
             200: {
                 "description": "The value, as it was stored",
                 "content": {"application/octet-stream": BINARY},
-                "headers": {
-                    "ETag": {"schema": {"type": "string"}},
-                    "Cache-TTL": {
-                        "description": "Seconds to live; absent when the key has no expiry",
-                        "schema": {"type": "string"},
-                    },
-                },
+                "headers": VALUE_HEADERS,
             },
             304: {"description": "If-None-Match matched: the copy the caller holds is current"},
             **UNAUTHORIZED,
@@ -349,19 +282,31 @@ def create_app(platform: Platform) -> FastAPI:
             str | None, _etags("ETags the caller holds: 304 if one is current")
         ] = None,
     ) -> Response:
-        """The value as raw bytes, its `ETag`, and `Cache-TTL`: the seconds it has left."""
+        """The value as raw bytes, its `ETag`, and `Cache-TTL`: the seconds it has left.
+        `HEAD` answers the same status and headers without the value: an
+        existence check, like Redis's EXISTS."""
         entry = await kv.get(key)
         if entry is None:
-            raise Problem(404, "No such key", slug="key-not-found", title="Key not found")
-        headers = {"ETag": etag_of(entry.value)}
-        if entry.ttl is not None:
-            headers["Cache-TTL"] = _seconds(entry.ttl)
+            raise _no_such_key()
+        headers = _headers_of(entry)
         if not_modified(entry.value, parse_etags(if_none_match)):
             return Response(status_code=304, headers=headers)
         return Response(entry.value, headers=headers, media_type="application/octet-stream")
 
+    # Not in the document: a HEAD answer has no body, so its errors cannot be the
+    # problem documents every operation declares. GET's description mentions it.
+    @app.head("/v1/keys/{key:path}", include_in_schema=False)
+    async def head(key: PathKey, kv: Caller) -> Response:
+        """The headers a read would answer, without the value: an existence
+        check (Redis's EXISTS) that also gives the ETag and the time left."""
+        entry = await kv.get(key)
+        if entry is None:
+            raise _no_such_key()
+        return Response(status_code=200, headers=_headers_of(entry))
+
     @app.delete(
         "/v1/keys/{key:path}",
+        summary="Delete a key",
         status_code=204,
         response_class=Response,
         tags=["keys"],
@@ -370,11 +315,12 @@ def create_app(platform: Platform) -> FastAPI:
     async def delete(key: PathKey, kv: Caller) -> Response:
         """Remove the key: 204, or 404 when there was none."""
         if not await kv.delete(key):
-            raise Problem(404, "No such key", slug="key-not-found", title="Key not found")
+            raise _no_such_key()
         return Response(status_code=204)
 
     @app.post(
         "/v1/mget",
+        summary="Read many keys",
         response_model=MGetOut,
         tags=["batches"],
         responses={**UNAUTHORIZED, **UNAVAILABLE},
@@ -382,10 +328,11 @@ def create_app(platform: Platform) -> FastAPI:
     async def mget(body: MGetRequest, kv: Caller) -> MGetOut:
         """Up to 1,000 keys in one round trip to the cache."""
         found = await kv.get_many(body.keys)
-        return MGetOut(values={k: None if v is None else _b64(v) for k, v in found.items()})
+        return MGetOut(values={k: None if v is None else to_base64(v) for k, v in found.items()})
 
     @app.post(
         "/v1/mset",
+        summary="Store many values",
         response_model=MSetOut,
         tags=["batches"],
         responses={
@@ -401,6 +348,7 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.get(
         "/v1/stats",
+        summary="The cache's figures",
         response_model=StatsOut,
         tags=["stats"],
         responses={**UNAUTHORIZED, **UNAVAILABLE},
