@@ -115,9 +115,10 @@ class _Connection(asyncio.Protocol):
         if transport is None or self.closing:
             return
         replies: list[bytes] = []
+        execute = self.node.execute
         try:
             for command in self.parser.parse(data):
-                replies.append(self.node.execute(command, self))
+                replies.append(execute(command, self))
                 if self.closing:
                     break
             if self.parser.error is not None and not self.closing:

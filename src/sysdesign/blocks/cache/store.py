@@ -331,7 +331,11 @@ class MemoryStore:
             raise ValueError("nx and xx exclude each other")
         if ttl is not None and (keep_ttl or not ttl > 0):
             raise ValueError(f"ttl must be > 0 seconds and excludes keep_ttl, not {ttl}")
-        entry = self._live(key, now)
+        entry = self._entries.get(key)  # _live written out, as in get
+        if entry is not None and entry.expires is not None and entry.expires <= now:
+            self._remove(key, entry)
+            self._expirations += 1
+            entry = None
         if (nx and entry is not None) or (xx and entry is None):
             return False
         entry = self._write(key, entry, value, now)
