@@ -1,10 +1,12 @@
-"""The root app with the cache system on each backend: memory always, Redis
-when ``SYSDESIGN_TEST_REDIS_URL`` is set, and two signed-in callers.
+"""The root app with the cache system on each backend: memory, a cluster of
+three cache nodes in this process, Redis when ``SYSDESIGN_TEST_REDIS_URL``
+is set; and two signed-in callers.
 
-Redis keeps time by its own clock, so ``elapse`` moves the manual clock and,
-on Redis, also waits that long for real: tests that need a key to expire on
-both backends give it a TTL of ``SHORT`` seconds. Each Redis test gets a key
-prefix of its own and deletes its keys afterwards.
+Redis and the nodes keep time by their own clocks, so ``elapse`` moves the
+manual clock and, on them, also waits that long for real: tests that need a
+key to expire on every backend give it a TTL of ``SHORT`` seconds. Each Redis
+test gets a key prefix of its own and deletes its keys afterwards; each
+cluster test starts fresh nodes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
 from tests.backends import service_url
@@ -42,7 +45,7 @@ async def delete_prefix(prefix: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def cache_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -51,6 +54,18 @@ def cache_backend(request: pytest.FixtureRequest) -> str:
 async def cache_url(cache_backend: str) -> AsyncIterator[str]:
     if cache_backend == "memory":
         yield "memory://"
+        return
+    if cache_backend == "cluster":
+        # Three of our own cache nodes in this process, each key on two of them.
+        nodes = [CacheNode(port=0) for _ in range(3)]
+        for node in nodes:
+            await node.start()
+        try:
+            addresses = ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+            yield f"sysdesign://{addresses}?replicas=2&socket_timeout=5"
+        finally:
+            for node in nodes:
+                await node.close()
         return
     base = service_url("redis")
     prefix = f"t{uuid.uuid4().hex[:12]}"
@@ -74,8 +89,8 @@ async def client(
 def elapse(cache_backend: str, clock: ManualClock) -> Elapse:
     async def elapse(seconds: float) -> None:
         clock.advance(seconds)
-        if cache_backend == "redis":
-            await asyncio.sleep(seconds)
+        if cache_backend != "memory":
+            await asyncio.sleep(seconds)  # the server's own clock decides
 
     return elapse
 
