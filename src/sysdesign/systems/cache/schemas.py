@@ -109,7 +109,7 @@ class MSetOut(BaseModel):
 
 
 class StatsOut(BaseModel):
-    backend: str = Field(description="memory, redis, or the cluster's name")
+    backend: str = Field(description="memory, redis or cluster (which counts each replica)")
     hits: int
     misses: int
     hit_ratio: float
