@@ -306,3 +306,47 @@ def test_memory_per_key_is_what_the_budget_charges() -> None:
         print(f"{policy} ttl={ttl}: {per_key:.0f} bytes per key beyond key and value")
         # The fixed charge covers the worst case and does not overstate much.
         assert ENTRY_OVERHEAD * 0.55 < per_key <= ENTRY_OVERHEAD
+
+
+def _state(s: MemoryStore) -> tuple[object, ...]:
+    """Everything a store's later behaviour depends on, in eviction order."""
+    entries = [(k, e.value, e.cost, e.expires, e.hits, e.priority) for k, e in s._entries.items()]
+    buckets = None if s._lfu is None else {p: list(b) for p, b in s._lfu._buckets.items()}
+    return entries, buckets, s.stats, sorted(s._expiry), s._volatile
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    policy=st.sampled_from(["allkeys-lru", "allkeys-lfu"]),
+    slots=st.integers(0, 4),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["put", "ttl", "get"]), st.integers(0, 5), st.integers(0, 300)),
+        max_size=40,
+    ),
+)
+def test_put_is_set_without_options(
+    policy: str, slots: int, ops: list[tuple[str, int, int]]
+) -> None:
+    """The node's SET k v goes through ``put``, which writes some cases itself."""
+    budget = slots * entry_cost("k0", bytes(150))
+    stores = [MemoryStore(budget, policy), MemoryStore(budget, policy)]
+    now = T
+    for op, k, size in ops:
+        now += 1.0
+        key, value = f"k{k}", bytes([k]) * size
+        outcomes = []
+        for s, write in zip(stores, ("put", "set"), strict=True):
+            try:
+                if op == "put" and write == "put":
+                    s.put(key, value, now)
+                elif op == "put":
+                    s.set(key, value, now)
+                elif op == "ttl":
+                    s.set(key, value, now, ttl=1.5)
+                else:
+                    s.get(key, now)
+                outcomes.append("ok")
+            except EntryTooLarge:
+                outcomes.append("too large")
+        assert outcomes[0] == outcomes[1]
+        assert _state(stores[0]) == _state(stores[1])

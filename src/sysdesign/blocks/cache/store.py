@@ -347,6 +347,23 @@ class MemoryStore:
             self._set_expiry(key, entry, None)
         return True
 
+    def put(self, key: str, value: bytes, now: float) -> None:
+        """``set(key, value, now)``: no TTL, no condition. Overwriting a key that
+        has no TTL, under LRU, without evicting (a cache's usual write) is
+        done here in full; anything else goes through ``set``."""
+        entry = self._entries.get(key)
+        lru = self._lru
+        if entry is not None and entry.expires is None and lru is not None:
+            grown = len(value) - len(entry.value)
+            # Within budget after the write implies the entry alone fits it too.
+            if not self.max_bytes or self._used + grown <= self.max_bytes:
+                lru.move_to_end(key)
+                self._used += grown
+                entry.value = value
+                entry.cost += grown
+                return
+        self.set(key, value, now)
+
     def delete(self, *keys: str, now: float) -> int:
         """Remove ``keys``; how many of them existed."""
         removed = 0
