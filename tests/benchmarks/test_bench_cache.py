@@ -70,6 +70,11 @@ def test_hit_ratio_of_a_cache_that_holds_everything_counts_only_cold_misses() ->
         assert bench.hit_ratio(policy, sequence, 10, 100) < 1 - len(set(sequence)) / 5000
 
 
+def test_the_static_best_holds_the_top_ranks() -> None:
+    # Ranks 0 and 1 fit: 0 is hit twice after its first miss, 1 once; 5 never.
+    assert bench.static_best([0, 1, 0, 5, 1, 0], 2) == 3 / 6
+
+
 def test_the_benchmark_refuses_sizes_too_small_to_measure(tmp_path: Path) -> None:
     for sizes in ({"requests": 10}, {"rounds": 0}, {"keys": 10}):
         arguments = {
@@ -118,4 +123,5 @@ def test_the_benchmark_writes_a_result(tmp_path: Path) -> None:
     assert [c["share"] for c in hits["caches"]] == list(bench.CACHE_SHARES)
     for cache in hits["caches"]:
         assert 0 < cache["allkeys-lru"] < 1 and 0 < cache["allkeys-lfu"] < 1
+        assert 0 < cache["static_best"] < 1
     assert result["versions"]["redis-server"] and result["versions"]["redis-benchmark"]
