@@ -13,8 +13,9 @@ import pytest
 from rich.console import Console
 
 from sysdesign.benchmarks import BenchmarkError
-from sysdesign.blocks.cache import bench
-from sysdesign.blocks.cache.bench import BenchmarkLine, parse_csv, run_cache_bench
+from sysdesign.blocks.cache import anchors, bench
+from sysdesign.blocks.cache.anchors import BenchmarkLine, parse_csv
+from sysdesign.blocks.cache.bench import run_cache_bench
 
 REDIS_7_CSV = """\
 "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
@@ -42,16 +43,16 @@ def test_an_unreadable_line_is_an_error() -> None:
 
 
 def test_the_command_pipelines_only_when_asked() -> None:
-    plain = bench.benchmark_command(7000, 1000, 50, 1)
+    plain = anchors.benchmark_command(7000, 1000, 50, 1)
     assert plain[:5] == ["redis-benchmark", "-h", "127.0.0.1", "-p", "7000"]
     assert "-P" not in plain and "--csv" in plain
     assert plain[plain.index("-r") + 1] == "50" and plain[plain.index("-c") + 1] == "50"
-    piped = bench.benchmark_command(7000, 1000, 50, 16)
+    piped = anchors.benchmark_command(7000, 1000, 50, 16)
     assert piped[-2:] == ["-P", "16"]
 
 
 def test_keys_are_named_as_redis_benchmark_names_them() -> None:
-    assert bench.key_name(42) == b"key:000000000042"
+    assert anchors.key_name(42) == b"key:000000000042"
 
 
 def test_zipf_prefers_low_ranks_and_is_repeatable() -> None:
