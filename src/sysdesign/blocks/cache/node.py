@@ -122,7 +122,8 @@ class _Connection(asyncio.Protocol):
             for command in self.parser.parse(data):
                 # GET k and SET k v outside MULTI: execute() would look them up,
                 # find the arity right and call the handler; this saves that call,
-                # a tenth of a pipelined command's cost.
+                # a tenth of a pipelined command's cost. Whatever execute() comes
+                # to do for every command must be done here too.
                 handler = direct.get(command[0])
                 if handler is not None and handler[0] == len(command) and self.queued is None:
                     node.commands_processed += 1
