@@ -85,6 +85,16 @@ def test_unreachable_database_is_one_line(env: dict[str, str]) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:1/0?socket_timeout=1", "sysdesign://127.0.0.1:1?socket_timeout=1"]
+)
+def test_serving_the_cache_with_its_cache_down_is_one_line(env: dict[str, str], url: str) -> None:
+    result = runner.invoke(app, ["serve", "cache"], env={**env, "SYSDESIGN_CACHE_URL": url})
+    assert result.exit_code == 2
+    assert "cache" in result.output and "unreachable" in result.output
+    assert "Traceback" not in result.output
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

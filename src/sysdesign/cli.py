@@ -84,11 +84,13 @@ def _serve(settings: Settings, only: list[str] | None, demo: int) -> None:
             )
         await platform.close()
 
-    _run(prepare())
+    # The apps first: a system builds the backends it uses (the cache service
+    # its cache), so that start() connects them and one that is down fails here.
     try:
         asgi = create_app(platform=platform, only=only)
     except ValueError as exc:
         _fail(str(exc))
+    _run(prepare())
     loop = "uvloop" if sys.platform != "win32" else "auto"
     url = f"http://{settings.host}:{settings.port}/"
     err.print(f"sysdesign serving {', '.join(only) if only else 'every built system'} at {url}")
