@@ -10,6 +10,12 @@ from sysdesign.blocks.cache import CacheError, CacheUnavailable, EntryTooLarge, 
 from sysdesign.platform.accounts.security import Principal, current_user
 from sysdesign.platform.http import Problem, ProblemDetail
 from sysdesign.platform.service_app import create_service_app
+from sysdesign.systems.cache.cluster_view import (
+    ClusterOut,
+    OwnersOut,
+    cluster_status,
+    key_owners,
+)
 from sysdesign.systems.cache.domain import (
     ETAG_LIST_PATTERN,
     MAX_KEY_CHARS,
@@ -368,5 +374,31 @@ def create_app(platform: Platform) -> FastAPI:
             keys=s.keys,
             used_bytes=s.used_bytes,
         )
+
+    not_a_cluster = {404: _problem("The cache is not a cluster of cache nodes")}
+
+    @app.get(
+        "/v1/cluster",
+        summary="The cluster's nodes, their shares and health",
+        response_model=ClusterOut,
+        tags=["cluster"],
+        responses={**UNAUTHORIZED, **not_a_cluster},
+    )
+    async def cluster(_user: User) -> ClusterOut:
+        """Each node of a `sysdesign://` cache as this process sees it: up or
+        routed around, its share of the ring, keys waiting to be deleted on it
+        before it serves again, and its own figures. 404 on any other backend."""
+        return await cluster_status(cache)
+
+    @app.get(
+        "/v1/cluster/owners/{key:path}",
+        summary="The nodes that hold a key",
+        response_model=OwnersOut,
+        tags=["cluster"],
+        responses={**UNAUTHORIZED, **not_a_cluster},
+    )
+    async def owners(key: PathKey, kv: Caller) -> OwnersOut:
+        """Where the caller's `key` lives, its primary first (whether or not it is set)."""
+        return key_owners(cache, key, kv.stored_name(key))
 
     return app

@@ -42,6 +42,10 @@ class KeyValueService:
     def _key(self, key: str) -> str:
         return self._prefix + key
 
+    def stored_name(self, key: str) -> str:
+        """The name the cache holds the caller's ``key`` under."""
+        return self._key(key)
+
     async def get(self, key: str) -> Entry | None:
         name = self._key(key)
         value = await self._cache.get(name)
