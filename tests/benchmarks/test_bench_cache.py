@@ -126,3 +126,17 @@ def test_the_benchmark_writes_a_result(tmp_path: Path) -> None:
         assert 0 < cache["allkeys-lru"] < 1 and 0 < cache["allkeys-lfu"] < 1
         assert 0 < cache["static_best"] < 1
     assert result["versions"]["redis-server"] and result["versions"]["redis-benchmark"]
+    movement = result["key_movement"]
+    assert [row["nodes"] for row in movement["rings"]] == list(bench.RING_SIZES)
+    assert movement["keys"] == 500
+
+
+def test_key_movement_is_near_the_ideal_and_far_below_modulo_placement() -> None:
+    movement = bench.measure_key_movement(20_000)
+    for row in movement["rings"]:
+        n = row["nodes"]
+        assert row["add_one_ideal"] == round(1 / (n + 1), 4)
+        assert row["add_one_moved"] == pytest.approx(row["add_one_ideal"], rel=0.25)
+        assert row["remove_one_moved"] == pytest.approx(row["remove_one_ideal"], rel=0.25)
+        assert row["modulo_add_one_moved"] > 2 * row["add_one_moved"]
+        assert 1 <= row["largest_share_over_mean"] < 1.35

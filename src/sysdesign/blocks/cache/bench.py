@@ -19,6 +19,10 @@ Three measurements, each against an anchor in the same run:
   policy on the same sequence, beside a cache that holds the most popular
   keys from the start (the best any policy can do on this sequence but for
   luck, since popularity does not change).
+- **Key movement.** The consistent-hash ring of the cluster client on
+  ``keys`` keys: the share that changes owner when a node joins or leaves a
+  ring of 3 to 10 nodes, beside the ideal (1/(N+1) and 1/N) and beside
+  ``hash % N`` placement, and the largest node's share over the mean.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from sysdesign.blocks.cache.anchors import (
     tool_version,
     used_memory,
 )
+from sysdesign.blocks.cache.ring import DEFAULT_VNODES, HashRing, moved_fraction, ring_hash
 from sysdesign.blocks.cache.store import POLICIES, MemoryStore, entry_cost
 
 PIPELINE = 16
@@ -203,6 +208,33 @@ def _goals(throughput: dict[str, Any]) -> dict[str, Any]:
     return goals
 
 
+RING_SIZES = (3, 4, 5, 8, 10)
+
+
+def measure_key_movement(keys: int) -> dict[str, Any]:
+    """Keys that change owner when a node joins or leaves a ring of N, beside
+    the ideal and beside ``hash % N`` placement, and the largest share."""
+    names = [f"user:{i}:profile" for i in range(keys)]
+    hashes = [ring_hash(k) for k in names]
+    nodes = [f"10.0.0.{i}:6380" for i in range(1, max(RING_SIZES) + 2)]
+    rows = []
+    for n in RING_SIZES:
+        ring = HashRing(nodes[:n])
+        grown, shrunk = HashRing(nodes[: n + 1]), HashRing(nodes[: n - 1])
+        rows.append(
+            {
+                "nodes": n,
+                "add_one_moved": round(moved_fraction(names, ring, grown), 4),
+                "add_one_ideal": round(1 / (n + 1), 4),
+                "remove_one_moved": round(moved_fraction(names, ring, shrunk), 4),
+                "remove_one_ideal": round(1 / n, 4),
+                "modulo_add_one_moved": round(sum(h % n != h % (n + 1) for h in hashes) / keys, 4),
+                "largest_share_over_mean": round(max(ring.shares().values()) * n, 3),
+            }
+        )
+    return {"keys": keys, "vnodes": DEFAULT_VNODES, "rings": rows}
+
+
 def _report(result: dict[str, Any], path: Path, console: Console) -> None:
     table = Table("test", "redis ops/s", "p99", "ours ops/s", "p99", "ratio", "goal")
     table.title = f"redis-benchmark, {CLIENTS} clients, {VALUE_BYTES}-byte values (p99 in ms)"
@@ -250,6 +282,23 @@ def _report(result: dict[str, Any], path: Path, console: Console) -> None:
             f"{cache['static_best']:.4f}",
         )
     console.print(table)
+    movement = result["key_movement"]
+    table = Table("nodes", "add one", "ideal", "hash % N", "remove one", "ideal", "top share")
+    table.title = (
+        f"keys that move, consistent-hash ring ({movement['vnodes']} vnodes), "
+        f"{movement['keys']:,} keys"
+    )
+    for row in movement["rings"]:
+        table.add_row(
+            str(row["nodes"]),
+            f"{row['add_one_moved']:.2%}",
+            f"{row['add_one_ideal']:.2%}",
+            f"{row['modulo_add_one_moved']:.2%}",
+            f"{row['remove_one_moved']:.2%}",
+            f"{row['remove_one_ideal']:.2%}",
+            f"{row['largest_share_over_mean']:.2f} of the mean",
+        )
+    console.print(table)
     for name, goal in result["goals"].items():
         state = "[green]met[/green]" if goal["met"] else "[red]missed[/red]"
         console.print(f"goal {name} (ours ÷ redis-server ≥ {goal['ratio_at_least']}): {state}")
@@ -289,11 +338,14 @@ def run_cache_bench(
         throughput = measure_throughput(servers, modes, keys, rounds, cpus, console)
     console.print(f"  hit ratios: Zipf({ZIPF_EXPONENT}), {zipf_requests:,} requests")
     hits = measure_hit_ratios(keys, zipf_requests)
+    console.print(f"  key movement: rings of {', '.join(map(str, RING_SIZES))} nodes")
+    movement = measure_key_movement(keys)
     result: dict[str, Any] = {
         "benchmark": "cache",
         "description": "sysdesign cache-node beside redis-server under redis-benchmark (GET and"
         " SET, with and without pipelining), memory per key, and LRU against LFU hit ratios"
-        " under a Zipf workload",
+        " under a Zipf workload, and the keys a consistent-hash ring moves when nodes join"
+        " and leave",
         "timestamp": moment.isoformat().replace("+00:00", "Z"),
         "machine": machine_info(),
         "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
@@ -321,6 +373,7 @@ def run_cache_bench(
         "throughput": throughput,
         "memory": memory,
         "hit_ratio": hits,
+        "key_movement": movement,
         "goals": _goals(throughput),
     }
     path = write_result(out_dir, "cache", moment, result)
