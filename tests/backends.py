@@ -8,11 +8,13 @@ by skipping. Relational databases get a fresh database per test.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -68,3 +70,24 @@ async def database_url_for(backend: str, tmp_path: object) -> AsyncIterator[str]
         return
     async with fresh_database(service_url(backend)) as url:
         yield url
+
+
+def redis_url(prefix: str) -> str:
+    """The shared Redis test server with the blocks' options: keys under
+    ``prefix``, and a timeout generous enough for a loaded CI machine (tests
+    about outages set their own)."""
+    base = service_url("redis")
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}prefix={prefix}&socket_timeout=5"
+
+
+async def delete_prefix(prefix: str) -> None:
+    """Delete every key of the shared Redis test server under ``prefix``."""
+    client = Redis.from_url(service_url("redis"))
+    try:
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + ":*"
+        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.unlink(*keys)
+    finally:
+        await client.aclose()

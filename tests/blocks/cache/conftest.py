@@ -13,42 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redis.asyncio import Redis
 
 from sysdesign.blocks.cache import Cache, MemoryCache, open_cache
 from sysdesign.blocks.cache.cluster import ClusterCache
 from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.clock import ManualClock
-from tests.backends import service_url
+from tests.backends import delete_prefix, redis_url
 
 BACKENDS = ("memory", "cluster", "redis")
 SHORT = 0.4  # seconds
 
 Elapse = Callable[[float], Awaitable[None]]
-
-
-def redis_url(prefix: str) -> str:
-    """The shared test server under ``prefix``, with a timeout generous
-    enough for a loaded CI machine (these tests are not about outages)."""
-    base = service_url("redis")
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}prefix={prefix}&socket_timeout=5"
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = Redis.from_url(service_url("redis"))
-    try:
-        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + ":*"
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.unlink(*keys)
-    finally:
-        await client.aclose()
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -22,8 +22,8 @@ from sysdesign.blocks.cache import (
 from sysdesign.blocks.cache.redis import RedisCache
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.errors import ConfigurationError
-from tests.backends import service_url
-from tests.blocks.cache.conftest import delete_prefix, eventually, redis_url
+from tests.backends import delete_prefix, redis_url, service_url
+from tests.blocks.cache.conftest import eventually
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
 import shutil
 import signal
 import socket
@@ -17,33 +16,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from sysdesign.blocks.ratelimit import MemoryRateLimitStore, RateLimitStore, open_store
 from sysdesign.platform.clock import ManualClock
-from tests.backends import service_url, services_required
+from tests.backends import delete_prefix, redis_url, services_required
 
 STORES = ("memory", "redis")
-
-
-def redis_url(prefix: str) -> str:
-    """The shared test server under ``prefix``. Its timeout is generous: these
-    tests are about decisions, and a loaded CI machine can take longer than the
-    default 250 ms to open a connection (the outage tests keep the default)."""
-    base = service_url("redis")
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}prefix={prefix}&socket_timeout=5"
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = Redis.from_url(service_url("redis"))
-    try:
-        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + ":*"
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.unlink(*keys)
-    finally:
-        await client.aclose()
 
 
 def align(clock: ManualClock, period: float, offset: float = 0.0) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.blocks.ratelimit.conftest import delete_prefix, redis_url
+from tests.backends import delete_prefix, redis_url
 
 CHILD = Path(__file__).parent / "children" / "hammer.py"
 PROCESSES = 4

@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from sysdesign.blocks.ratelimit import Algorithm, Hit, Limit, StoreUnavailable, open_store
 from sysdesign.blocks.ratelimit.redis import RedisRateLimitStore
 from sysdesign.platform.clock import ManualClock
-from tests.backends import service_url
-from tests.blocks.ratelimit.conftest import PrivateRedis, delete_prefix, redis_url
+from tests.backends import delete_prefix, redis_url, service_url
+from tests.blocks.ratelimit.conftest import PrivateRedis
 
 FAST = 1.0  # seconds: how soon an outage must be reported
 

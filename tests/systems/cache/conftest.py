@@ -12,19 +12,17 @@ cluster test starts fresh nodes.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
-from tests.backends import service_url
+from tests.backends import delete_prefix, redis_url
 from tests.conftest import make_settings, open_client
 
 SHORT = 0.4  # seconds
@@ -32,17 +30,6 @@ PASSWORD = "correct horse battery"
 
 Elapse = Callable[[float], Awaitable[None]]
 Headers = dict[str, str]
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = Redis.from_url(service_url("redis"))
-    try:
-        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + ":*"
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.unlink(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -67,10 +54,8 @@ async def cache_url(cache_backend: str) -> AsyncIterator[str]:
             for node in nodes:
                 await node.close()
         return
-    base = service_url("redis")
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    # A generous timeout: these tests are about the API, not about a slow machine.
-    yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}&socket_timeout=5"
+    yield redis_url(prefix)
     await delete_prefix(prefix)
 
 
