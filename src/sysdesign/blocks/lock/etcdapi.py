@@ -1,0 +1,617 @@
+"""A small async client for etcd's v3 JSON gateway (``POST /v3/...``, etcd 3.4+).
+
+We speak the gateway rather than gRPC so the lock block needs no generated
+code: every call is one HTTP POST of JSON, keys and values are base64, int64
+fields travel as strings. ``EtcdClient.from_url("etcd://h1:2379,h2:2379")``
+talks to a cluster: a call goes to the endpoint that last answered and moves
+to the next one when the request certainly did not take effect (connection
+refused or timed out on connect, "no leader"); reads also move on after a
+timeout. A write whose outcome is unknown (sent, then the connection broke or
+timed out) raises ``EtcdOutcomeUnknown`` instead of being retried, because a
+retried compare-and-swap could report failure for a swap that happened.
+
+Errors: ``EtcdError`` for what the server refused (with its message and gRPC
+code), ``EtcdLeaseNotFound`` for an unknown or expired lease,
+``EtcdCompacted`` for a watch that starts before the compacted revision, and
+``EtcdUnavailable`` when no endpoint answered within ``timeout_seconds`` each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+UNAVAILABLE = 14  # gRPC status code: retry elsewhere may help
+NOT_FOUND = 5
+
+Bytes = bytes | str
+Target = Literal["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]
+_RESULTS = {"==": "EQUAL", "!=": "NOT_EQUAL", ">": "GREATER", "<": "LESS"}
+
+
+class EtcdError(Exception):
+    """etcd refused a request; ``code`` is the gRPC status code (0 if unknown)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class EtcdLeaseNotFound(EtcdError):
+    """The lease does not exist: never granted, revoked, or expired."""
+
+
+class EtcdCompacted(EtcdError):
+    """A watch asked for revisions older than the compacted one."""
+
+    def __init__(self, message: str, compact_revision: int) -> None:
+        super().__init__(message, 11)
+        self.compact_revision = compact_revision
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint answered: every one refused, timed out or had no leader."""
+
+
+class EtcdOutcomeUnknown(EtcdUnavailable):
+    """A write was sent but no answer came back: it may or may not have applied."""
+
+
+def _b64(data: Bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def prefix_end(prefix: Bytes) -> bytes:
+    """The ``range_end`` that makes ``[prefix, end)`` every key starting with ``prefix``."""
+    raw = bytearray(prefix.encode() if isinstance(prefix, str) else prefix)
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return b"\0"  # etcd reads range_end "\0" as "to the end of the keyspace"
+    raw[-1] += 1
+    return bytes(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyValue:
+        # The gateway omits fields that hold their zero value.
+        return cls(
+            key=_unb64(data.get("key")),
+            value=_unb64(data.get("value")),
+            create_revision=int(data.get("create_revision", 0)),
+            mod_revision=int(data.get("mod_revision", 0)),
+            version=int(data.get("version", 0)),
+            lease=int(data.get("lease", 0)),
+        )
+
+
+def _kvs(data: dict[str, Any], name: str = "kvs") -> list[KeyValue]:
+    return [KeyValue.from_json(item) for item in data.get(name, ())]
+
+
+def _revision(data: dict[str, Any]) -> int:
+    return int(data.get("header", {}).get("revision", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One condition of a transaction, e.g. ``Compare.create_revision(key, "==", 0)``
+    (the key does not exist). ``op`` is one of ``== != > <``."""
+
+    key: bytes
+    target: Target
+    op: str
+    operand: int | bytes
+
+    @classmethod
+    def create_revision(cls, key: Bytes, op: str, revision: int) -> Compare:
+        return cls(_raw(key), "CREATE", op, revision)
+
+    @classmethod
+    def mod_revision(cls, key: Bytes, op: str, revision: int) -> Compare:
+        return cls(_raw(key), "MOD", op, revision)
+
+    @classmethod
+    def version(cls, key: Bytes, op: str, version: int) -> Compare:
+        return cls(_raw(key), "VERSION", op, version)
+
+    @classmethod
+    def value(cls, key: Bytes, op: str, value: Bytes) -> Compare:
+        return cls(_raw(key), "VALUE", op, _raw(value))
+
+    def to_json(self) -> dict[str, Any]:
+        if self.op not in _RESULTS:
+            raise ValueError(f"compare op must be one of {sorted(_RESULTS)}, not {self.op!r}")
+        field_name = {"CREATE": "create_revision", "MOD": "mod_revision"}.get(
+            self.target, self.target.lower()
+        )
+        operand = self.operand
+        encoded = _b64(operand) if isinstance(operand, bytes) else str(operand)
+        return {
+            "key": _b64(self.key),
+            "target": self.target,
+            "result": _RESULTS[self.op],
+            field_name: encoded,
+        }
+
+
+def _raw(data: Bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: Bytes
+    value: Bytes
+    lease: int = 0
+    prev_kv: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key), "value": _b64(self.value)}
+        if self.lease:
+            body["lease"] = str(self.lease)
+        if self.prev_kv:
+            body["prev_kv"] = True
+        return {"request_put": body}
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: Bytes
+    prefix: bool = False
+    prev_kv: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key), "prev_kv": self.prev_kv}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        return {"request_delete_range": body}
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Read ``key``, or every key under it with ``prefix``; ``limit`` 0 is no limit.
+    ``sort_by_create`` orders by creation revision, oldest first (a queue)."""
+
+    key: Bytes
+    prefix: bool = False
+    limit: int = 0
+    sort_by_create: bool = False
+    keys_only: bool = False
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key)}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        if self.limit:
+            body["limit"] = str(self.limit)
+        if self.sort_by_create:
+            body["sort_order"] = "ASCEND"
+            body["sort_target"] = "CREATE"
+        if self.keys_only:
+            body["keys_only"] = True
+        return body
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_range": self.body()}
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    kvs: list[KeyValue]
+    count: int  # keys in the range, even beyond ``limit``
+    more: bool
+    revision: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RangeResult:
+        return cls(_kvs(data), int(data.get("count", 0)), bool(data.get("more")), _revision(data))
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    revision: int
+    prev_kv: KeyValue | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PutResult:
+        prev = data.get("prev_kv")
+        return cls(_revision(data), KeyValue.from_json(prev) if prev else None)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    deleted: int
+    prev_kvs: list[KeyValue]
+    revision: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeleteResult:
+        return cls(int(data.get("deleted", 0)), _kvs(data, "prev_kvs"), _revision(data))
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """``succeeded``: every compare held and the success branch ran; ``responses``
+    are that branch's results, in order. ``revision`` is the store's after the txn."""
+
+    succeeded: bool
+    responses: list[RangeResult | PutResult | DeleteResult]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    id: int
+    ttl: int  # seconds left
+    granted_ttl: int
+    keys: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdStatus:
+    endpoint: str
+    version: str
+    member_id: int
+    leader: int  # 0: this member knows no leader
+    raft_term: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: Literal["PUT", "DELETE"]
+    kv: KeyValue  # for DELETE: only key and mod_revision (the deletion's revision)
+    prev_kv: KeyValue | None
+    revision: int  # the response header's revision
+
+
+def parse_endpoints(url: str) -> list[str]:
+    """``etcd://h1:2379,h2:2379`` (or ``etcds://`` for TLS) as HTTP base URLs."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("etcd", "etcds"):
+        raise ValueError(f"an etcd URL starts with etcd:// or etcds://, not {url!r}")
+    scheme = "https" if parts.scheme == "etcds" else "http"
+    hosts = [host.strip() for host in parts.netloc.split(",") if host.strip()]
+    if not hosts:
+        raise ValueError(f"no etcd endpoint in {url!r}")
+    return [f"{scheme}://{host if ':' in host else host + ':2379'}" for host in hosts]
+
+
+def _error(status: int, text: str) -> EtcdError:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return EtcdError(f"etcd gateway answered HTTP {status}: {text.strip()[:200]}")
+    if isinstance(data.get("error"), dict):  # a streaming call's error line
+        data = data["error"]
+        code = int(data.get("grpc_code", 0))
+    else:
+        code = int(data.get("code", 0))
+    message = str(data.get("message") or data.get("error") or f"HTTP {status}")
+    if code == NOT_FOUND and "lease not found" in message:
+        return EtcdLeaseNotFound(message, code)
+    return EtcdError(message, code)
+
+
+class EtcdClient:
+    """One connection pool to the endpoints of one etcd cluster. Close it
+    (``await client.aclose()`` or ``async with``)."""
+
+    def __init__(self, endpoints: Sequence[str], *, timeout_seconds: float = 5.0) -> None:
+        if not endpoints:
+            raise ValueError("an EtcdClient needs at least one endpoint")
+        self.endpoints = [endpoint.rstrip("/") for endpoint in endpoints]
+        self.timeout_seconds = timeout_seconds
+        self._current = 0
+        # trust_env=False: a proxy from the environment must not sit between us and etcd.
+        self._http = httpx.AsyncClient(timeout=timeout_seconds, trust_env=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_seconds: float = 5.0) -> EtcdClient:
+        return cls(parse_endpoints(url), timeout_seconds=timeout_seconds)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> EtcdClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _call(self, path: str, body: dict[str, Any], *, idempotent: bool) -> str:
+        """POST to the first endpoint that answers; the response text on 200."""
+        failures: list[str] = []
+        count = len(self.endpoints)
+        start = self._current
+        for attempt in range(count):
+            index = (start + attempt) % count
+            endpoint = self.endpoints[index]
+            try:
+                response = await self._http.post(endpoint + path, content=orjson.dumps(body))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                failures.append(f"{endpoint}: {exc!r}")  # never reached etcd: safe anywhere
+                continue
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise EtcdOutcomeUnknown(
+                        f"{path} sent to {endpoint} got no answer ({exc!r}); it may have applied",
+                        UNAVAILABLE,
+                    ) from exc
+                failures.append(f"{endpoint}: {exc!r}")
+                continue
+            if response.status_code == 200:
+                self._current = index
+                return response.text
+            error = _error(response.status_code, response.text)
+            # "no leader" means the member refused before proposing; a server-side
+            # timeout of a write may have applied, so only reads move on after it.
+            if error.code == UNAVAILABLE and (idempotent or "no leader" in error.message):
+                failures.append(f"{endpoint}: {error.message}")
+                continue
+            if error.code == UNAVAILABLE:
+                raise EtcdOutcomeUnknown(f"{path} on {endpoint}: {error.message}", UNAVAILABLE)
+            raise error
+        raise EtcdUnavailable(f"no etcd endpoint answered {path}: " + "; ".join(failures))
+
+    async def _json(self, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        text = await self._call(path, body, idempotent=idempotent)
+        # Streaming calls (lease keepalive) answer one JSON object per line.
+        data: dict[str, Any] = orjson.loads(text.split("\n", 1)[0])
+        if "error" in data:
+            raise _error(200, text)
+        return data.get("result", data)
+
+    async def range(self, request: Range) -> RangeResult:
+        """A linearizable read: it needs a quorum, and sees every write acknowledged before it."""
+        data = await self._json("/v3/kv/range", request.body(), idempotent=True)
+        return RangeResult.from_json(data)
+
+    async def get(self, key: Bytes) -> KeyValue | None:
+        result = await self.range(Range(key))
+        return result.kvs[0] if result.kvs else None
+
+    async def put(
+        self, key: Bytes, value: Bytes, *, lease: int = 0, prev_kv: bool = False
+    ) -> PutResult:
+        """Raises ``EtcdLeaseNotFound`` if ``lease`` does not exist."""
+        body = Put(key, value, lease, prev_kv).to_json()["request_put"]
+        return PutResult.from_json(await self._json("/v3/kv/put", body, idempotent=False))
+
+    async def delete(
+        self, key: Bytes, *, prefix: bool = False, prev_kv: bool = False
+    ) -> DeleteResult:
+        body = Delete(key, prefix, prev_kv).to_json()["request_delete_range"]
+        data = await self._json("/v3/kv/deleterange", body, idempotent=False)
+        return DeleteResult.from_json(data)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Put | Delete | Range] = (),
+        failure: Sequence[Put | Delete | Range] = (),
+    ) -> TxnResult:
+        """Atomically: if every ``compare`` holds run ``success``, else ``failure``."""
+        body = {
+            "compare": [item.to_json() for item in compare],
+            "success": [item.to_json() for item in success],
+            "failure": [item.to_json() for item in failure],
+        }
+        data = await self._json("/v3/kv/txn", body, idempotent=False)
+        responses: list[RangeResult | PutResult | DeleteResult] = []
+        for item in data.get("responses", ()):
+            if "response_range" in item:
+                responses.append(RangeResult.from_json(item["response_range"]))
+            elif "response_put" in item:
+                responses.append(PutResult.from_json(item["response_put"]))
+            elif "response_delete_range" in item:
+                responses.append(DeleteResult.from_json(item["response_delete_range"]))
+        return TxnResult(bool(data.get("succeeded")), responses, _revision(data))
+
+    async def lease_grant(self, ttl_seconds: int) -> LeaseInfo:
+        """A new lease; keys attached to it are deleted when it expires or is revoked."""
+        data = await self._json("/v3/lease/grant", {"TTL": str(ttl_seconds)}, idempotent=False)
+        if data.get("error"):
+            raise EtcdError(str(data["error"]))
+        ttl = int(data.get("TTL", 0))
+        return LeaseInfo(int(data["ID"]), ttl, ttl)
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Renew the lease once; its new TTL. ``EtcdLeaseNotFound`` if it is gone."""
+        data = await self._json("/v3/lease/keepalive", {"ID": str(lease_id)}, idempotent=True)
+        ttl = int(data.get("TTL", 0))
+        if ttl <= 0:
+            raise EtcdLeaseNotFound(f"lease {lease_id} not found", NOT_FOUND)
+        return ttl
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        """Revoke the lease and delete its keys. ``EtcdLeaseNotFound`` if it is gone."""
+        await self._json("/v3/lease/revoke", {"ID": str(lease_id)}, idempotent=False)
+
+    async def lease_time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseInfo:
+        """The lease's remaining TTL (and its keys). ``EtcdLeaseNotFound`` if it is gone."""
+        body = {"ID": str(lease_id), "keys": keys}
+        data = await self._json("/v3/lease/timetolive", body, idempotent=True)
+        ttl = int(data.get("TTL", -1))
+        if ttl < 0:
+            raise EtcdLeaseNotFound(f"lease {lease_id} not found", NOT_FOUND)
+        found = [_unb64(key) for key in data.get("keys", ())]
+        return LeaseInfo(lease_id, ttl, int(data.get("grantedTTL", 0)), found)
+
+    async def status(self) -> EtcdStatus:
+        """The status of the member that answered (the current endpoint, or the next)."""
+        data = await self._json("/v3/maintenance/status", {}, idempotent=True)
+        header = data.get("header", {})
+        return EtcdStatus(
+            endpoint=self.endpoints[self._current],
+            version=str(data.get("version", "")),
+            member_id=int(header.get("member_id", 0)),
+            leader=int(data.get("leader", 0)),
+            raft_term=int(data.get("raftTerm", header.get("raft_term", 0))),
+            revision=int(header.get("revision", 0)),
+        )
+
+    def watch(
+        self,
+        key: Bytes,
+        *,
+        prefix: bool = False,
+        start_revision: int | None = None,
+        prev_kv: bool = False,
+    ) -> EtcdWatch:
+        """Events on ``key`` (or every key under it), from ``start_revision`` or from now."""
+        return EtcdWatch(self, key, prefix, start_revision, prev_kv)
+
+
+class EtcdWatch:
+    """A watch: ``async with client.watch(key) as events: async for event in events``.
+
+    Entering waits until etcd confirms the watch, so every change after that
+    is seen; ``revision`` is then the first revision the watch reports. Plain
+    ``async for`` works too (it starts on first use); call ``aclose()`` then.
+    When an endpoint fails the watch reconnects to the next one from the
+    revision after the last event, so no event is lost or repeated; it raises
+    ``EtcdUnavailable`` when no endpoint takes it, ``EtcdCompacted`` when the
+    revisions it needs were compacted. Cancelling the task that iterates, or
+    leaving the ``async with``, closes the stream.
+    """
+
+    def __init__(
+        self, client: EtcdClient, key: Bytes, prefix: bool, start: int | None, prev_kv: bool
+    ) -> None:
+        self._client = client
+        self._body: dict[str, Any] = {"key": _b64(key), "prev_kv": prev_kv}
+        if prefix:
+            self._body["range_end"] = _b64(prefix_end(key))
+        self.revision = start
+        self._events = self._run()
+        self._started = False
+
+    async def start(self) -> int:
+        """Wait until etcd has created the watch; the first revision it reports."""
+        if not self._started:
+            self._started = True
+            await anext(self._events)  # the generator yields None once created
+        assert self.revision is not None
+        return self.revision
+
+    async def __aenter__(self) -> EtcdWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> EtcdWatch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        await self.start()
+        event = await anext(self._events)
+        assert event is not None
+        return event
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def _run(self) -> AsyncGenerator[WatchEvent | None, None]:
+        client = self._client
+        count = len(client.endpoints)
+        failures: list[str] = []
+        announced = False
+        # No read timeout: a quiet key sends nothing. A dead member closes the socket.
+        timeout = httpx.Timeout(client.timeout_seconds, read=None)
+        # "hasleader" makes a member without a leader cancel the watch with an
+        # error instead of streaming nothing while the cluster moves on without it.
+        headers = {"Grpc-Metadata-hasleader": "true"}
+        while len(failures) < count:
+            endpoint = client.endpoints[client._current]
+            body = dict(self._body)
+            if self.revision is not None:
+                body["start_revision"] = str(self.revision)
+            try:
+                async with client._http.stream(
+                    "POST",
+                    endpoint + "/v3/watch",
+                    content=orjson.dumps({"create_request": body}),
+                    headers=headers,
+                    timeout=timeout,
+                ) as response:
+                    if response.status_code != 200:
+                        raise _error(response.status_code, (await response.aread()).decode())
+                    async for line in response.aiter_lines():
+                        if not line.strip():
+                            continue
+                        data = orjson.loads(line)
+                        if "error" in data:
+                            raise _error(200, line)
+                        result = data.get("result", {})
+                        if result.get("compact_revision"):
+                            compacted = int(result["compact_revision"])
+                            raise EtcdCompacted(
+                                f"revision {self.revision} is compacted (up to {compacted})",
+                                compacted,
+                            )
+                        if result.get("canceled"):
+                            raise EtcdError(f"watch canceled: {result.get('cancel_reason', '')}")
+                        if result.get("created"):
+                            failures.clear()
+                            if self.revision is None:
+                                self.revision = _revision(result) + 1
+                            if not announced:
+                                announced = True
+                                yield None
+                            continue
+                        for item in result.get("events", ()):
+                            kv = KeyValue.from_json(item.get("kv", {}))
+                            prev = item.get("prev_kv")
+                            kind: Literal["PUT", "DELETE"] = item.get("type", "PUT")
+                            prev_kv = KeyValue.from_json(prev) if prev else None
+                            # Resume after this event if the stream breaks while the
+                            # caller holds it: etcd keeps one revision's events together.
+                            self.revision = kv.mod_revision + 1
+                            yield WatchEvent(kind, kv, prev_kv, _revision(result))
+                failures.append(f"{endpoint}: stream ended")
+            except httpx.TransportError as exc:
+                failures.append(f"{endpoint}: {exc!r}")
+            except EtcdError as exc:
+                if exc.code != UNAVAILABLE or isinstance(exc, EtcdCompacted):
+                    raise
+                failures.append(f"{endpoint}: {exc.message}")
+            client._current = (client.endpoints.index(endpoint) + 1) % count
+            await asyncio.sleep(0)  # let a cancellation in before the next attempt
+        raise EtcdUnavailable("no etcd endpoint kept the watch: " + "; ".join(failures))
