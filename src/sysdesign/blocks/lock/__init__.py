@@ -1,0 +1,73 @@
+"""The ``lock`` block: leases with fencing tokens, fair queues, read/write locks,
+semaphores and leader election, over one ``TicketStore`` per backend.
+
+``open_locks(url)`` picks the backend from the URL's scheme:
+
+- ``sqlite:///path/locks.db``: the embedded default, shared by the processes
+  of one host;
+- ``memory://``: this process only (tests, one-process tools).
+
+``base.py`` says what a ticket store guarantees; ``locks.py`` builds the
+locks on it, the same for every backend.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sysdesign.blocks.lock.base import (
+    LeaseLost,
+    LockConflict,
+    LockError,
+    LockTimeout,
+    LockUnavailable,
+    Mode,
+    Ticket,
+    TicketStore,
+)
+from sysdesign.blocks.lock.fencing import FencedFile, FencedResource, StaleToken
+from sysdesign.blocks.lock.locks import Held, Lease, LockService, LockState
+from sysdesign.platform.clock import Clock
+from sysdesign.platform.errors import ConfigurationError
+
+__all__ = [
+    "FencedFile",
+    "FencedResource",
+    "Held",
+    "Lease",
+    "LeaseLost",
+    "LockConflict",
+    "LockError",
+    "LockService",
+    "LockState",
+    "LockTimeout",
+    "LockUnavailable",
+    "Mode",
+    "StaleToken",
+    "Ticket",
+    "TicketStore",
+    "open_locks",
+    "open_store",
+]
+
+
+def open_store(url: str, *, clock: Clock | None = None) -> TicketStore:
+    """The ticket store named by ``url``, not yet connected. ``clock`` drives
+    expiry on the memory and sqlite stores. ``ConfigurationError`` for an
+    unknown scheme or a bad URL."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from sysdesign.blocks.lock.memory import MemoryTicketStore
+
+        return MemoryTicketStore(clock)
+    if scheme == "sqlite":
+        from sysdesign.blocks.lock.sqlite import SqliteTicketStore
+        from sysdesign.platform.sqlitefile import path_from_url
+
+        return SqliteTicketStore(path_from_url(url), clock)
+    raise ConfigurationError(f"unsupported lock URL scheme {scheme!r}: use sqlite:// or memory://")
+
+
+def open_locks(url: str, *, clock: Clock | None = None, owner: str | None = None) -> LockService:
+    """Locks on the store named by ``url`` (see ``open_store``)."""
+    return LockService(open_store(url, clock=clock), owner=owner)

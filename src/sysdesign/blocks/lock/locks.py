@@ -1,0 +1,252 @@
+"""``LockService``: locks, read/write locks and semaphores over any ``TicketStore``.
+
+``acquire`` enqueues a ticket and waits, refreshing it, until the ticket is
+granted (``base.grants``) or the wait runs out; a ticket that is not granted
+in time, or whose waiter is cancelled, is removed before the call returns,
+so an abandoned wait never blocks the queue. A lease is kept by ``renew``
+(or by ``hold``'s background keepalive) and given back by ``release``; a
+lease that lapsed cannot be renewed (``LeaseLost``), and releasing it is a
+no-op that says so (``False``).
+
+Time for deadlines and keepalives is this process's monotonic clock; expiry
+of tickets is the store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sysdesign.blocks.lock.base import (
+    MAX_NAME_CHARS,
+    MAX_TTL_SECONDS,
+    MODES,
+    LeaseLost,
+    LockTimeout,
+    Mode,
+    Ticket,
+    TicketStore,
+    blockers,
+    grants,
+)
+from sysdesign.platform.clock import Clock, SystemClock
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A granted ticket. ``token`` is the fencing token: send it with every
+    write to the protected resource. ``expires_at`` is by the store's clock."""
+
+    name: str
+    token: int
+    ticket_id: str
+    mode: Mode
+    permits: int
+    owner: str
+    ttl: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """A name's queue now: who holds it and who waits, in order."""
+
+    name: str
+    holders: list[Ticket]
+    waiters: list[Ticket]
+
+
+@dataclass
+class Held:
+    """What ``hold`` yields: the lease as last renewed, and ``lost``, set when
+    a keepalive found the lease gone (the body should stop writing)."""
+
+    lease: Lease
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def check_request(name: str, ttl: float, mode: str, permits: int) -> None:
+    """``ValueError`` naming what is wrong with a lock request."""
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"name must be 1 to {MAX_NAME_CHARS} characters")
+    if not 0 < ttl <= MAX_TTL_SECONDS:
+        raise ValueError(f"ttl must be more than 0 and at most {MAX_TTL_SECONDS:g} seconds")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if permits < 1 or (mode != "permit" and permits != 1):
+        raise ValueError("permits must be at least 1, and 1 unless mode is permit")
+
+
+class LockService:
+    """Locks by name on ``store``. ``owner`` labels this process's tickets
+    (default ``host:pid``) in listings."""
+
+    def __init__(
+        self, store: TicketStore, *, clock: Clock | None = None, owner: str | None = None
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.owner = owner or default_owner()
+
+    async def connect(self) -> None:
+        await self.store.connect()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    async def acquire(
+        self,
+        name: str,
+        ttl: float,
+        *,
+        wait: float | None = None,
+        mode: Mode = "exclusive",
+        permits: int = 1,
+        owner: str | None = None,
+    ) -> Lease:
+        """The lease once granted. ``wait``: seconds to wait at most (``None``:
+        as long as it takes; 0: not at all). ``LockTimeout`` when not granted
+        in time; ``ValueError`` for a bad request; ``LockConflict`` when the
+        name is used another way; ``LockUnavailable`` when the store is down."""
+        check_request(name, ttl, mode, permits)
+        if wait is not None and wait < 0:
+            raise ValueError("wait must be at least 0 seconds, or None")
+        deadline = None if wait is None else self.clock.monotonic() + wait
+        ticket = await self.store.enqueue(
+            name, uuid.uuid4().hex, mode, permits, owner or self.owner, ttl
+        )
+        try:
+            return await self._wait_until_granted(ticket, ttl, deadline)
+        except BaseException:
+            # Timed out, cancelled or failed: leave the queue (even when cancelled
+            # again meanwhile), so an abandoned ticket never blocks the others.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.remove(name, ticket.id))
+            raise
+
+    async def _wait_until_granted(
+        self, ticket: Ticket, ttl: float, deadline: float | None
+    ) -> Lease:
+        refresh_every = ttl / 3
+        refreshed = self.clock.monotonic()
+        while True:
+            queue = await self.store.queue(ticket.name)
+            mine = next((t for t in queue if t.id == ticket.id), None)
+            if mine is None:
+                # Expired while we waited (the store or this process stalled):
+                # take a new place rather than pretend to keep the old one.
+                raise LeaseLost(f"the ticket for {ticket.name!r} expired while waiting")
+            if grants(mine, queue):
+                return _lease(mine, ttl)
+            now = self.clock.monotonic()
+            if deadline is not None and now >= deadline:
+                raise LockTimeout(f"lock {ticket.name!r} was not granted in time")
+            if now - refreshed >= refresh_every:
+                if await self.store.refresh(ticket.name, ticket.id, ttl) is None:
+                    raise LeaseLost(f"the ticket for {ticket.name!r} expired while waiting")
+                refreshed = now
+            pause = refresh_every - (now - refreshed)
+            if deadline is not None:
+                pause = min(pause, deadline - now)
+            await self.store.wait(ticket.name, blockers(mine, queue), max(pause, 0.0))
+
+    async def try_acquire(
+        self, name: str, ttl: float, *, mode: Mode = "exclusive", permits: int = 1
+    ) -> Lease | None:
+        """The lease if it is free now, else ``None``; never waits."""
+        try:
+            return await self.acquire(name, ttl, wait=0, mode=mode, permits=permits)
+        except LockTimeout:
+            return None
+
+    async def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
+        """The same lease, ``ttl`` (default: its own) from now. ``LeaseLost``
+        when it lapsed or was released."""
+        seconds = lease.ttl if ttl is None else ttl
+        check_request(lease.name, seconds, lease.mode, lease.permits)
+        ticket = await self.store.refresh(lease.name, lease.ticket_id, seconds)
+        if ticket is None:
+            raise LeaseLost(f"the lease on {lease.name!r} (token {lease.token}) has lapsed")
+        return _lease(ticket, seconds)
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the lock back; ``False`` when the lease had already lapsed or
+        been released (a stale release changes nothing)."""
+        return await self.store.remove(lease.name, lease.ticket_id)
+
+    async def inspect(self, name: str) -> LockState:
+        queue = await self.store.queue(name)
+        holders = [t for t in queue if _granted_quietly(t, queue)]
+        held = {t.id for t in holders}
+        return LockState(name, holders, [t for t in queue if t.id not in held])
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self,
+        name: str,
+        ttl: float,
+        *,
+        wait: float | None = None,
+        mode: Mode = "exclusive",
+        permits: int = 1,
+        owner: str | None = None,
+    ) -> AsyncIterator[Held]:
+        """``async with locks.hold("job", ttl=10) as held:``: the lease, renewed
+        every ``ttl / 3`` seconds in the background, released on the way out.
+        When a renewal finds the lease gone, ``held.lost`` is set."""
+        lease = await self.acquire(name, ttl, wait=wait, mode=mode, permits=permits, owner=owner)
+        held = Held(lease)
+        keeper = asyncio.create_task(self._keep(held), name=f"lock-keepalive:{name}")
+        try:
+            yield held
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.release(held.lease))
+
+    async def _keep(self, held: Held) -> None:
+        while True:
+            await asyncio.sleep(held.lease.ttl / 3)
+            try:
+                held.lease = await self.renew(held.lease)
+            except LeaseLost:
+                held.lost.set()
+                return
+            except Exception:
+                # The store is unreachable now; the lease may still be alive:
+                # try again at the next beat, unless it has lapsed by then.
+                continue
+
+
+def _lease(ticket: Ticket, ttl: float) -> Lease:
+    return Lease(
+        name=ticket.name,
+        token=ticket.token,
+        ticket_id=ticket.id,
+        mode=ticket.mode,
+        permits=ticket.permits,
+        owner=ticket.owner,
+        ttl=ttl,
+        expires_at=ticket.expires_at,
+    )
+
+
+def _granted_quietly(ticket: Ticket, queue: list[Ticket]) -> bool:
+    try:
+        return grants(ticket, queue)
+    except Exception:
+        return False

@@ -1,0 +1,73 @@
+"""Locks across processes: mutual exclusion among 50 holders in 4 processes,
+and a holder killed with SIGKILL whose lock frees after its TTL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sysdesign.blocks.lock import open_locks
+
+PROCESS_BACKENDS = ("sqlite",)
+
+
+@pytest.fixture(params=PROCESS_BACKENDS)
+def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/locks.db"
+
+
+def worker(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tests.blocks.lock.worker", *args]
+
+
+def test_fifty_holders_in_four_processes_lose_no_update(lock_url: str, tmp_path: Path) -> None:
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    processes = [
+        subprocess.Popen(worker("count", lock_url, "shared-counter", str(counter), str(n)))
+        for n in (13, 13, 12, 12)
+    ]
+    for process in processes:
+        assert process.wait(120) == 0
+    assert counter.read_text() == "50"
+
+
+def hold_then_die(lock_url: str, name: str, ttl: float) -> int:
+    """A process takes the lock and is killed with SIGKILL; its lease's token."""
+    holder = subprocess.Popen(
+        worker("hold", lock_url, name, str(ttl)),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert holder.stdout is not None
+        line = holder.stdout.readline()
+        assert line.startswith("held "), line
+        killed_token = int(line.split()[1])
+        holder.send_signal(signal.SIGKILL)
+        assert holder.wait(10) == -signal.SIGKILL
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    return killed_token
+
+
+async def test_a_killed_holder_s_lock_frees_after_its_ttl(lock_url: str) -> None:
+    killed_token = hold_then_die(lock_url, "crashy", 1.0)
+    locks = open_locks(lock_url)
+    await locks.connect()
+    try:
+        assert await locks.try_acquire("crashy", ttl=5) is None  # still leased
+        lease = await locks.acquire("crashy", ttl=5, wait=10)
+        assert lease.token > killed_token
+        await locks.release(lease)
+    finally:
+        await locks.close()
