@@ -11,17 +11,27 @@ time, which a manual clock jumping past it would not see).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from sysdesign.blocks.lock import LockService, TicketStore
+from sysdesign.blocks.lock import LockService, TicketStore, open_store
 from sysdesign.blocks.lock.memory import MemoryTicketStore
 from sysdesign.blocks.lock.sqlite import SqliteTicketStore
 from sysdesign.platform.clock import ManualClock
+from tests.backends import delete_prefix, fresh_database, redis_url, service_url
 
-BACKENDS = ("memory", "sqlite")
+SERVER_BACKENDS = ("postgres", "redis", "etcd")
+# A server's store joins the matrix once its module exists.
+BACKENDS = (
+    "memory",
+    "sqlite",
+    *(b for b in SERVER_BACKENDS if importlib.util.find_spec(f"sysdesign.blocks.lock.{b}")),
+)
 SHORT = 0.5  # seconds
 LONG = 30.0
 
@@ -42,13 +52,46 @@ async def store(
         built = MemoryTicketStore(clock)
     elif lock_backend == "sqlite":
         built = SqliteTicketStore(tmp_path / "locks.db", clock)
-    else:  # pragma: no cover - a backend listed without a builder
-        raise AssertionError(lock_backend)
+    else:
+        async with server_url(lock_backend) as url:
+            built = open_store(url)
+            await built.connect()
+            try:
+                yield built
+            finally:
+                await built.close()
+        return
     await built.connect()
     try:
         yield built
     finally:
         await built.close()
+
+
+@contextlib.asynccontextmanager
+async def server_url(backend: str) -> AsyncIterator[str]:
+    """A lock URL on the real server for ``backend``, with nothing of other
+    tests in it, cleaned up afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    if backend == "postgres":
+        async with fresh_database(service_url("postgres")) as url:
+            yield url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    elif backend == "redis":
+        try:
+            yield redis_url(prefix)
+        finally:
+            await delete_prefix(prefix)
+    elif backend == "etcd":
+        from sysdesign.blocks.lock.etcdapi import EtcdClient
+
+        base = service_url("etcd")
+        try:
+            yield f"{base}?prefix=/{prefix}/"
+        finally:
+            async with EtcdClient.from_url(base) as client:
+                await client.delete(f"/{prefix}/".encode(), prefix=True)
+    else:
+        raise AssertionError(f"no server for {backend}")
 
 
 @pytest.fixture
@@ -62,7 +105,7 @@ def elapse(lock_backend: str, clock: ManualClock, store: TicketStore) -> Elapse:
         clock.advance(seconds)
         if isinstance(store, MemoryTicketStore):
             store.expire()
-        elif lock_backend != "sqlite":
+        elif lock_backend in SERVER_BACKENDS:
             await asyncio.sleep(seconds)  # the server's clock decides
         await asyncio.sleep(0.05)  # let waiters see it
 

@@ -13,6 +13,7 @@ locks on it, the same for every backend.
 
 from __future__ import annotations
 
+import importlib
 from urllib.parse import urlsplit
 
 from sysdesign.blocks.lock.base import (
@@ -65,7 +66,30 @@ def open_store(url: str, *, clock: Clock | None = None) -> TicketStore:
         from sysdesign.platform.sqlitefile import path_from_url
 
         return SqliteTicketStore(path_from_url(url), clock)
-    raise ConfigurationError(f"unsupported lock URL scheme {scheme!r}: use sqlite:// or memory://")
+    backends = {
+        "postgresql": ("postgres", "PostgresTicketStore", "postgres"),
+        "postgres": ("postgres", "PostgresTicketStore", "postgres"),
+        "redis": ("redis", "RedisTicketStore", "redis"),
+        "rediss": ("redis", "RedisTicketStore", "redis"),
+        "etcd": ("etcd", "EtcdTicketStore", ""),
+    }
+    if scheme in backends:
+        module_name, class_name, extra = backends[scheme]
+        try:
+            module = importlib.import_module(f"sysdesign.blocks.lock.{module_name}")
+        except ImportError as exc:
+            if extra:
+                raise ConfigurationError(
+                    f"the {scheme} lock store needs its driver: pip install 'sysdesign[{extra}]'"
+                    f" ({exc})"
+                ) from None
+            raise
+        store: TicketStore = getattr(module, class_name).from_url(url)
+        return store
+    raise ConfigurationError(
+        f"unsupported lock URL scheme {scheme!r}: use sqlite://, memory://, postgresql://, "
+        "redis:// or etcd:// (redlock:// is the Redlock class, see redlock.py)"
+    )
 
 
 def open_locks(url: str, *, clock: Clock | None = None, owner: str | None = None) -> LockService:
