@@ -328,7 +328,13 @@ class EtcdClient:
         self.timeout_seconds = timeout_seconds
         self._current = 0
         # trust_env=False: a proxy from the environment must not sit between us and etcd.
-        self._http = httpx.AsyncClient(timeout=timeout_seconds, trust_env=False)
+        # The gateway passes Grpc-Metadata-* headers to etcd as gRPC metadata, and
+        # "hasleader" makes a member that knows no leader refuse at once ("no
+        # leader": not applied, safe to retry elsewhere) instead of holding the
+        # request until it times out with an unknown outcome.
+        self._http = httpx.AsyncClient(
+            timeout=timeout_seconds, trust_env=False, headers={"Grpc-Metadata-hasleader": "true"}
+        )
 
     @classmethod
     def from_url(cls, url: str, *, timeout_seconds: float = 5.0) -> EtcdClient:
@@ -553,11 +559,10 @@ class EtcdWatch:
         count = len(client.endpoints)
         failures: list[str] = []
         announced = False
-        # No read timeout: a quiet key sends nothing. A dead member closes the socket.
+        # No read timeout: a quiet key sends nothing. A dead member closes the socket,
+        # and the client's "hasleader" header makes a member that loses its leader
+        # cancel the watch instead of streaming nothing while the cluster moves on.
         timeout = httpx.Timeout(client.timeout_seconds, read=None)
-        # "hasleader" makes a member without a leader cancel the watch with an
-        # error instead of streaming nothing while the cluster moves on without it.
-        headers = {"Grpc-Metadata-hasleader": "true"}
         while len(failures) < count:
             endpoint = client.endpoints[client._current]
             body = dict(self._body)
@@ -568,7 +573,6 @@ class EtcdWatch:
                     "POST",
                     endpoint + "/v3/watch",
                     content=orjson.dumps({"create_request": body}),
-                    headers=headers,
                     timeout=timeout,
                 ) as response:
                     if response.status_code != 200:
