@@ -5,10 +5,13 @@ code: every call is one HTTP POST of JSON, keys and values are base64, int64
 fields travel as strings. ``EtcdClient.from_url("etcd://h1:2379,h2:2379")``
 talks to a cluster: a call goes to the endpoint that last answered and moves
 to the next one when the request certainly did not take effect (connection
-refused or timed out on connect, "no leader"); reads also move on after a
-timeout. A write whose outcome is unknown (sent, then the connection broke or
-timed out) raises ``EtcdOutcomeUnknown`` instead of being retried, because a
-retried compare-and-swap could report failure for a swap that happened.
+refused or timed out on connect, "no leader": every request asks for a
+member that follows a leader); reads also move on after a timeout. Right
+after a member loses its leader, and before it notices (one election
+timeout), a request to it can still wait out ``timeout_seconds``. A write
+whose outcome is unknown (sent, then the connection broke or timed out)
+raises ``EtcdOutcomeUnknown`` instead of being retried, because a retried
+compare-and-swap could report failure for a swap that happened.
 
 Errors: ``EtcdError`` for what the server refused (with its message and gRPC
 code), ``EtcdLeaseNotFound`` for an unknown or expired lease,
@@ -446,8 +449,6 @@ class EtcdClient:
     async def lease_grant(self, ttl_seconds: int) -> LeaseInfo:
         """A new lease; keys attached to it are deleted when it expires or is revoked."""
         data = await self._json("/v3/lease/grant", {"TTL": str(ttl_seconds)}, idempotent=False)
-        if data.get("error"):
-            raise EtcdError(str(data["error"]))
         ttl = int(data.get("TTL", 0))
         return LeaseInfo(int(data["ID"]), ttl, ttl)
 
