@@ -7,18 +7,24 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sysdesign.blocks.lock import open_locks
+from tests.blocks.lock.conftest import server_url
 
-PROCESS_BACKENDS = ("sqlite",)
+PROCESS_BACKENDS = ("sqlite", "postgres")
 
 
 @pytest.fixture(params=PROCESS_BACKENDS)
-def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/locks.db"
+async def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/locks.db"
+        return
+    async with server_url(request.param) as url:
+        yield url
 
 
 def worker(*args: str) -> list[str]:

@@ -152,6 +152,11 @@ class PostgresTicketStore(TicketStore):
         self._poller: asyncio.Task[None] | None = None
         self._relisten: asyncio.Task[None] | None = None
 
+    @property
+    def listening(self) -> bool:
+        """Whether the notification connection is up (else waiters rely on the poll)."""
+        return self._listener is not None and not self._listener.is_closed()
+
     @classmethod
     def from_url(cls, url: str) -> PostgresTicketStore:
         parts = urlsplit(url)
