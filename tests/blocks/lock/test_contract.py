@@ -228,8 +228,9 @@ async def test_leader_election(locks: LockService) -> None:
     [
         ({"name": "", "ttl": 1}, "name must be 1 to 256"),
         ({"name": "x" * 257, "ttl": 1}, "name must be 1 to 256"),
-        ({"name": "a", "ttl": 0}, "ttl must be more than 0"),
-        ({"name": "a", "ttl": 86_401}, "at most 86400"),
+        ({"name": "a", "ttl": 0}, "ttl must be 0.05 to 86400 seconds"),
+        ({"name": "a", "ttl": 0.01}, "ttl must be 0.05"),
+        ({"name": "a", "ttl": 86_401}, "to 86400 seconds, not 86401"),
         ({"name": "a", "ttl": 1, "mode": "both"}, "mode must be one of"),
         ({"name": "a", "ttl": 1, "mode": "permit", "permits": 0}, "permits must be"),
         ({"name": "a", "ttl": 1, "permits": 2}, "1 unless mode is permit"),
@@ -242,3 +243,23 @@ async def test_bad_requests_are_refused_before_anything_is_queued(
     with pytest.raises(ValueError, match=message):
         await locks.acquire(**kwargs)  # type: ignore[arg-type]
     assert await locks.store.names() == []
+
+
+async def test_a_waiter_whose_ticket_ran_out_queues_again(
+    locks: LockService, elapse: Elapse
+) -> None:
+    holder = await locks.acquire("stall", ttl=LONG)
+    waiter = asyncio.create_task(locks.acquire("stall", ttl=SHORT))
+    await asyncio.sleep(0.05)
+    # On a manual clock the waiter cannot refresh in time: its ticket lapses
+    # as if its process had stalled; on a server it refreshes and keeps it.
+    await elapse(SHORT * 2)
+    for _ in range(500):  # it notices at its next refresh, and queues again
+        if len((await locks.inspect("stall")).waiters) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert len((await locks.inspect("stall")).waiters) == 1 and not waiter.done()
+    await locks.release(holder)
+    lease = await asyncio.wait_for(waiter, 10)
+    assert lease.token > holder.token
+    await locks.release(lease)

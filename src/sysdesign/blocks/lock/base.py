@@ -33,6 +33,8 @@ Mode = Literal["exclusive", "shared", "permit"]
 MODES: tuple[Mode, ...] = ("exclusive", "shared", "permit")
 MAX_NAME_CHARS = 256
 MAX_TTL_SECONDS = 86_400.0
+# Below this a lease ends before a waiter or a keepalive can act on it.
+MIN_TTL_SECONDS = 0.05
 
 
 class LockError(Exception):

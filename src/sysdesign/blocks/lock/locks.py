@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from sysdesign.blocks.lock.base import (
     MAX_NAME_CHARS,
     MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
     MODES,
     LeaseLost,
     LockTimeout,
@@ -70,6 +71,10 @@ class Held:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class _TicketExpired(Exception):
+    """A waiting ticket ran out before it was granted."""
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -78,8 +83,10 @@ def check_request(name: str, ttl: float, mode: str, permits: int) -> None:
     """``ValueError`` naming what is wrong with a lock request."""
     if not name or len(name) > MAX_NAME_CHARS:
         raise ValueError(f"name must be 1 to {MAX_NAME_CHARS} characters")
-    if not 0 < ttl <= MAX_TTL_SECONDS:
-        raise ValueError(f"ttl must be more than 0 and at most {MAX_TTL_SECONDS:g} seconds")
+    if not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
+        raise ValueError(
+            f"ttl must be {MIN_TTL_SECONDS:g} to {MAX_TTL_SECONDS:g} seconds, not {ttl:g}"
+        )
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if permits < 1 or (mode != "permit" and permits != 1):
@@ -124,17 +131,22 @@ class LockService:
         if wait is not None and wait < 0:
             raise ValueError("wait must be at least 0 seconds, or None")
         deadline = None if wait is None else self.clock.monotonic() + wait
-        ticket = await self.store.enqueue(
-            name, uuid.uuid4().hex, mode, permits, owner or self.owner, ttl
-        )
-        try:
-            return await self._wait_until_granted(ticket, ttl, deadline)
-        except BaseException:
-            # Timed out, cancelled or failed: leave the queue (even when cancelled
-            # again meanwhile), so an abandoned ticket never blocks the others.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.remove(name, ticket.id))
-            raise
+        while True:
+            ticket = await self.store.enqueue(
+                name, uuid.uuid4().hex, mode, permits, owner or self.owner, ttl
+            )
+            try:
+                return await self._wait_until_granted(ticket, ttl, deadline)
+            except _TicketExpired:
+                # This process (or the store) stalled past the ticket's TTL while
+                # it waited: its place is gone, so queue again at the back.
+                continue
+            except BaseException:
+                # Timed out, cancelled or failed: leave the queue (even when cancelled
+                # again meanwhile), so an abandoned ticket never blocks the others.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.remove(name, ticket.id))
+                raise
 
     async def _wait_until_granted(
         self, ticket: Ticket, ttl: float, deadline: float | None
@@ -145,9 +157,7 @@ class LockService:
             queue = await self.store.queue(ticket.name)
             mine = next((t for t in queue if t.id == ticket.id), None)
             if mine is None:
-                # Expired while we waited (the store or this process stalled):
-                # take a new place rather than pretend to keep the old one.
-                raise LeaseLost(f"the ticket for {ticket.name!r} expired while waiting")
+                raise _TicketExpired
             if grants(mine, queue):
                 return _lease(mine, ttl)
             now = self.clock.monotonic()
@@ -155,7 +165,7 @@ class LockService:
                 raise LockTimeout(f"lock {ticket.name!r} was not granted in time")
             if now - refreshed >= refresh_every:
                 if await self.store.refresh(ticket.name, ticket.id, ttl) is None:
-                    raise LeaseLost(f"the ticket for {ticket.name!r} expired while waiting")
+                    raise _TicketExpired
                 refreshed = now
             pause = refresh_every - (now - refreshed)
             if deadline is not None:
@@ -174,12 +184,18 @@ class LockService:
     async def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """The same lease, ``ttl`` (default: its own) from now. ``LeaseLost``
         when it lapsed or was released."""
-        seconds = lease.ttl if ttl is None else ttl
-        check_request(lease.name, seconds, lease.mode, lease.permits)
-        ticket = await self.store.refresh(lease.name, lease.ticket_id, seconds)
+        return await self.renew_by_id(
+            lease.name, lease.ticket_id, lease.ttl if ttl is None else ttl
+        )
+
+    async def renew_by_id(self, name: str, lease_id: str, ttl: float) -> Lease:
+        """``renew`` for a caller that kept only the name and the lease's id
+        (its ``ticket_id``), such as a client of the HTTP service."""
+        check_request(name, ttl, "exclusive", 1)
+        ticket = await self.store.refresh(name, lease_id, ttl)
         if ticket is None:
-            raise LeaseLost(f"the lease on {lease.name!r} (token {lease.token}) has lapsed")
-        return _lease(ticket, seconds)
+            raise LeaseLost(f"the lease {lease_id} on {name!r} has lapsed or was released")
+        return _lease(ticket, ttl)
 
     async def release(self, lease: Lease) -> bool:
         """Give the lock back; ``False`` when the lease had already lapsed or
