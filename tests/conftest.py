@@ -57,6 +57,19 @@ async def platform(settings: Settings, clock: ManualClock) -> AsyncIterator[Plat
     await platform.close()
 
 
+Headers = dict[str, str]
+
+
+async def sign_in(client: httpx.AsyncClient, email: str) -> Headers:
+    """Register ``email`` and log in: the headers of that caller."""
+    body = {"email": email, "password": "correct horse battery"}
+    registered = await client.post("/accounts/v1/register", json=body)
+    assert registered.status_code == 201, registered.text
+    login = await client.post("/accounts/v1/login", json=body)
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
 async def open_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4242))

@@ -28,6 +28,7 @@ from sysdesign.settings import Settings
 
 if TYPE_CHECKING:
     from sysdesign.blocks.cache import Cache
+    from sysdesign.blocks.lock import LockService
     from sysdesign.blocks.queue import Queue
     from sysdesign.blocks.queue.relay import OutboxRelay
     from sysdesign.blocks.ratelimit.base import RateLimitStore
@@ -129,6 +130,18 @@ class Platform:
         return cache
 
     @cached_property
+    def locks(self) -> LockService:
+        """The lock block on ``lock_url``, not yet connected: ``start()``
+        connects it once something has built it (the locks system does when
+        its app is created), or call ``connect_locks()``. The sqlite and
+        memory stores expire leases by ``clock``; servers by their own."""
+        from sysdesign.blocks.lock import open_locks
+
+        locks = open_locks(self.settings.url("lock"), clock=self.clock)
+        self.add_readiness_check("locks", locks.ping)
+        return locks
+
+    @cached_property
     def relay(self) -> OutboxRelay:
         from sysdesign.blocks.queue.relay import OutboxRelay
 
@@ -215,6 +228,8 @@ class Platform:
         # the others neither connect to it nor fail when it is down.
         if "cache" in self.__dict__:
             await self.connect_cache()
+        if "locks" in self.__dict__:
+            await self.connect_locks()
         self._started = True
 
     @staticmethod
@@ -240,6 +255,12 @@ class Platform:
         await self._connect(f"cache {cache.name}", cache.connect)
         return cache
 
+    async def connect_locks(self) -> LockService:
+        """The locks, connected; one clear error when their store is unreachable."""
+        locks = self.locks
+        await self._connect(f"lock store {locks.store.name}", locks.connect)
+        return locks
+
     async def readiness(self, timeout: float = 3.0) -> dict[str, str]:
         """``{check: "ok" | error}`` for every configured backend."""
         _ = self.db  # registers the database checks
@@ -263,6 +284,8 @@ class Platform:
             await self.ratelimit_store.close()
         if "cache" in self.__dict__:
             await self.cache.close()
+        if "locks" in self.__dict__:
+            await self.locks.close()
         if "relay" in self.__dict__:
             await self.relay.stop()
         if "queue" in self.__dict__:

@@ -23,13 +23,11 @@ from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
 from tests.backends import delete_prefix, redis_url
-from tests.conftest import make_settings, open_client
+from tests.conftest import Headers, make_settings, open_client, sign_in
 
 SHORT = 0.4  # seconds
-PASSWORD = "correct horse battery"
 
 Elapse = Callable[[float], Awaitable[None]]
-Headers = dict[str, str]
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -78,16 +76,6 @@ def elapse(cache_backend: str, clock: ManualClock) -> Elapse:
             await asyncio.sleep(seconds)  # the server's own clock decides
 
     return elapse
-
-
-async def sign_in(client: httpx.AsyncClient, email: str) -> Headers:
-    """Register ``email`` and log in: the headers of that caller."""
-    body = {"email": email, "password": PASSWORD}
-    registered = await client.post("/accounts/v1/register", json=body)
-    assert registered.status_code == 201, registered.text
-    login = await client.post("/accounts/v1/login", json=body)
-    assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
 @pytest.fixture

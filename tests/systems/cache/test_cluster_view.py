@@ -12,8 +12,7 @@ import pytest
 from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
-from tests.conftest import make_settings, open_client
-from tests.systems.cache.conftest import Headers, sign_in
+from tests.conftest import Headers, make_settings, open_client, sign_in
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.errors import BackendUnavailable
-from tests.conftest import make_settings, open_client
-from tests.systems.cache.conftest import sign_in
+from tests.conftest import make_settings, open_client, sign_in
 from tests.systems.cache.test_keys import assert_problem
 
 OPERATIONS = [
