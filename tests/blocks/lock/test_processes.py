@@ -15,7 +15,7 @@ import pytest
 from sysdesign.blocks.lock import open_locks
 from tests.blocks.lock.conftest import server_url
 
-PROCESS_BACKENDS = ("sqlite", "postgres", "redis")
+PROCESS_BACKENDS = ("sqlite", "postgres", "redis", "etcd")
 
 
 @pytest.fixture(params=PROCESS_BACKENDS)
