@@ -336,6 +336,63 @@ def bench_cache(
         _fail(str(exc))
 
 
+@bench_app.command("locks")
+def bench_locks(
+    pairs: Annotated[
+        int, typer.Option(min=10, help="Uncontended acquire+release pairs on memory and sqlite.")
+    ] = 2000,
+    grants: Annotated[
+        int, typer.Option(min=16, help="Contended grants in all, on memory and sqlite.")
+    ] = 1000,
+    server_pairs: Annotated[
+        int,
+        typer.Option(
+            min=10, help="Uncontended pairs on PostgreSQL, Redis, Redlock, etcd and the anchors."
+        ),
+    ] = 500,
+    server_grants: Annotated[
+        int, typer.Option(min=16, help="Contended grants on the servers and the anchors.")
+    ] = 300,
+    tasks: Annotated[int, typer.Option(min=2, help="Concurrent tasks in the contended runs.")] = 16,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,
+    postgres: Annotated[
+        str | None,
+        typer.Option(envvar="SYSDESIGN_TEST_POSTGRES_URL", help="PostgreSQL to measure."),
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option(envvar="SYSDESIGN_TEST_REDIS_URL", help="Redis to measure.")
+    ] = None,
+    etcd: Annotated[
+        str | None, typer.Option(envvar="SYSDESIGN_TEST_ETCD_URL", help="etcd to measure.")
+    ] = None,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Lock acquire+release latency and contended grants/s per backend, beside
+    redis-py's Lock and etcd's lock API."""
+
+    from sysdesign.benchmarks import BenchmarkError
+    from sysdesign.blocks.lock.bench import run_locks_bench
+
+    settings = _settings()
+    try:
+        run_locks_bench(
+            sqlite_dir=settings.ensure_data_dir(),
+            postgres_url=postgres,
+            redis_url=redis,
+            etcd_url=etcd,
+            pairs=pairs,
+            grants=grants,
+            server_pairs=server_pairs,
+            server_grants=server_grants,
+            tasks=tasks,
+            rounds=rounds,
+            out_dir=out,
+            console=console,
+        )
+    except BenchmarkError as exc:
+        _fail(str(exc))
+
+
 @app.command(
     "cache-node",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
