@@ -5,7 +5,9 @@ semaphores and leader election, over one ``TicketStore`` per backend.
 
 - ``sqlite:///path/locks.db``: the embedded default, shared by the processes
   of one host;
-- ``memory://``: this process only (tests, one-process tools).
+- ``memory://``: this process only (tests, one-process tools);
+- ``redlock://h1:6379,h2:6379,h3:6379``: ``Redlock`` over independent Redis
+  servers, exclusive locks only (``redlock.py`` says what it does not promise).
 
 ``base.py`` says what a ticket store guarantees; ``locks.py`` builds the
 locks on it, the same for every backend.
@@ -14,6 +16,7 @@ locks on it, the same for every backend.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sysdesign.blocks.lock.base import (
@@ -30,6 +33,9 @@ from sysdesign.blocks.lock.fencing import FencedFile, FencedResource, StaleToken
 from sysdesign.blocks.lock.locks import Held, Lease, LockService, LockState
 from sysdesign.platform.clock import Clock
 from sysdesign.platform.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sysdesign.blocks.lock.redlock import Redlock
 
 __all__ = [
     "FencedFile",
@@ -48,6 +54,7 @@ __all__ = [
     "Ticket",
     "TicketStore",
     "open_locks",
+    "open_redlock",
     "open_store",
 ]
 
@@ -92,6 +99,24 @@ def open_store(url: str, *, clock: Clock | None = None) -> TicketStore:
     )
 
 
-def open_locks(url: str, *, clock: Clock | None = None, owner: str | None = None) -> LockService:
-    """Locks on the store named by ``url`` (see ``open_store``)."""
+def open_locks(
+    url: str, *, clock: Clock | None = None, owner: str | None = None
+) -> LockService | Redlock:
+    """Locks on the store named by ``url`` (see ``open_store``); for
+    ``redlock://`` the ``Redlock`` (exclusive locks only, see ``open_redlock``)."""
+    if urlsplit(url).scheme == "redlock":
+        return open_redlock(url, clock=clock, owner=owner)
     return LockService(open_store(url, clock=clock), owner=owner)
+
+
+def open_redlock(url: str, *, clock: Clock | None = None, owner: str | None = None) -> Redlock:
+    """Redlock over the servers of ``redlock://h1:6379,h2:6379,h3:6379?socket_timeout=S``,
+    not yet connected. ``ConfigurationError`` for a bad URL, fewer than three
+    servers, or a missing driver."""
+    try:
+        from sysdesign.blocks.lock.redlock import Redlock
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"redlock needs its driver: pip install 'sysdesign[redis]' ({exc})"
+        ) from None
+    return Redlock.from_url(url, owner=owner, clock=clock)

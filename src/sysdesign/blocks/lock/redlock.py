@@ -1,0 +1,428 @@
+"""``Redlock``: an exclusive lock over N independent Redis servers (N >= 3, odd is best).
+
+``redlock://[user:password@]h1:6379,h2:6379,h3:6379[/db]?prefix=NAME&socket_timeout=SECONDS``
+
+Acquiring: a fresh random value per attempt; ``SET key value NX PX ttl`` on
+every server at once, each bounded by the short per-server timeout
+(``socket_timeout``, default 0.1 s). The lock is ours when a majority
+(``N // 2 + 1``) took it and the time spent is less than the TTL minus an
+allowance for clock drift (``ttl * 0.01 + 2 ms``); the lease is valid for
+what is left, ``ttl - elapsed - drift``, measured on this process's
+monotonic clock. Otherwise the value is deleted wherever it was set (only
+where it still matches, in Lua) and the attempt is repeated after a random
+pause, until ``wait`` runs out (``LockTimeout``). Renewal extends the key
+with ``PEXPIRE`` where it still holds our value, and needs a majority
+before the lease's validity ends, else ``LeaseLost``.
+
+This is not a fair queue (there is no queue: retries race), so it is not a
+``TicketStore``; it offers the exclusive-lock part of ``LockService``.
+
+Fencing tokens: Redlock has none, so we make one. Each server keeps a
+counter per name. The first step returns it from each server that took the
+key; the token is one more than the largest of those (a majority); the
+second step raises the counter to the token on each of those servers, only
+while it still holds our key, and the lock counts only when a majority
+confirmed both steps. A later holder's majority shares a server with ours,
+and that server's counter already held our token when it let the later
+holder in (our key had to be gone first), so the later token is higher.
+(Taking the largest INCR reply of one step would not do: a server that
+missed acquisitions could answer with an old count in a later majority.)
+
+What this does not guarantee:
+
+- Counters, like keys, live in each server's memory. A server restarted
+  without persistence comes back empty: it can let a second holder into a
+  majority while the first still holds (mutual exclusion lost) and can hand
+  out a token that was used before (fencing lost). Run the servers with
+  ``appendfsync always``, or keep a restarted server out for longer than
+  the longest TTL.
+- Safety rests on timing: servers' clocks advancing at about the same rate
+  (a jump forward expires keys early) and this process not pausing (GC, VM,
+  network) between checking its lease and acting on it. A holder can always
+  wake after its lease lapsed and write anyway; only the resource can refuse
+  that, so send the lease's token with every write (``FencedResource``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import random
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sysdesign.blocks.lock.base import LeaseLost, LockError, LockTimeout, LockUnavailable
+from sysdesign.blocks.lock.locks import Held, Lease, check_request, default_owner
+from sysdesign.platform.clock import Clock, SystemClock
+from sysdesign.platform.errors import ConfigurationError
+from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
+
+DEFAULT_TIMEOUT = 0.1  # seconds per server: small against any sensible TTL
+RETRY_DELAY = 0.05  # seconds, on average, between attempts (randomised: see _pause)
+CONNECTIONS_PER_SERVER = 32
+_LUA = files("sysdesign.blocks.lock").joinpath("lua")
+SCRIPTS = {
+    op: _LUA.joinpath(f"redlock_{op}.lua").read_text("utf-8")
+    for op in ("acquire", "fence", "extend", "release")
+}
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+_UNAVAILABLE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+
+
+def drift(ttl: float) -> float:
+    """The clock-drift allowance for a TTL, in seconds: 1% plus 2 ms."""
+    return ttl * 0.01 + 0.002
+
+
+@dataclass
+class _Server:
+    label: str  # the URL without password, for messages
+    client: Redis
+    scripts: dict[str, AsyncScript]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A server that did not answer one step, and why."""
+
+    server: str
+    reason: str
+
+
+def server_urls(url: str) -> tuple[list[str], str, float]:
+    """``(one redis:// URL per server, prefix, per-server timeout)`` from a
+    ``redlock://`` URL. ``ConfigurationError`` for fewer than three servers,
+    the same server twice, or a bad option."""
+    plain, prefix, timeout = split_options(
+        url, what="redlock URL", prefix="sysdesign", timeout=DEFAULT_TIMEOUT
+    )
+    parts = urlsplit(plain)
+    if parts.scheme != "redlock":
+        raise ConfigurationError(f"redlock URL must start with redlock://, not {redact(url)}")
+    if not prefix:
+        raise ConfigurationError(f"redlock URL: empty prefix in {redact(url)}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    query = f"?{parts.query}" if parts.query else ""
+    urls, seen = [], set()
+    for host in hosts.split(","):
+        host = host.strip()
+        try:
+            where = urlsplit(f"redis://{host}")
+            address = (where.hostname, where.port or 6379)
+        except ValueError:
+            address = (None, 0)
+        if not host or address[0] is None:
+            raise ConfigurationError(f"redlock URL: a bad host {host!r} in {redact(url)}")
+        if address in seen:
+            raise ConfigurationError(f"redlock URL: {host} is listed twice in {redact(url)}")
+        seen.add(address)
+        urls.append(f"redis://{userinfo}{at}{host}{parts.path}{query}")
+    if len(urls) < 3:
+        raise ConfigurationError(
+            f"redlock URL: Redlock needs at least 3 independent servers, not {len(urls)}, "
+            f"in {redact(url)}"
+        )
+    return urls, prefix, timeout
+
+
+class Redlock:
+    """An exclusive lock by name over independent Redis servers (tested on Redis 7).
+
+    Raises ``LockUnavailable`` (one line naming the servers that failed)
+    when fewer than a majority of the servers answer; ``LockError`` for an
+    error reply that is not about availability; ``ValueError`` for a bad
+    request, before anything is sent."""
+
+    name = "redlock"
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        prefix: str = "sysdesign",
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_delay: float = RETRY_DELAY,
+        owner: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if len(urls) < 3:
+            raise ConfigurationError("Redlock needs at least 3 independent servers")
+        self._urls = list(urls)
+        self._prefix = prefix
+        self._timeout = timeout
+        self._retry_delay = retry_delay
+        self.owner = owner or default_owner()
+        self.clock: Clock = clock or SystemClock()
+        self.quorum = len(self._urls) // 2 + 1
+        self._servers: list[_Server] = []
+
+    @classmethod
+    def from_url(cls, url: str, *, owner: str | None = None, clock: Clock | None = None) -> Redlock:
+        """See the module's docstring for the URL; other query parameters go
+        to redis-py for every server."""
+        urls, prefix, timeout = server_urls(url)
+        return cls(urls, prefix=prefix, timeout=timeout, owner=owner, clock=clock)
+
+    @property
+    def servers(self) -> list[str]:
+        return [redact(url) for url in self._urls]
+
+    def keys(self, name: str) -> tuple[str, str]:
+        """``(lock key, fencing counter key)`` of ``name`` on every server."""
+        return f"{self._prefix}:redlock:lock:{name}", f"{self._prefix}:redlock:fence:{name}"
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Build a client per server and ping them: ``LockUnavailable`` when
+        fewer than a majority answer (``close`` it either way)."""
+        if not self._servers:
+            for url in self._urls:
+                try:
+                    pool = fail_fast_pool(
+                        url, timeout=self._timeout, max_connections=CONNECTIONS_PER_SERVER
+                    )
+                except ValueError as exc:
+                    raise ConfigurationError(f"redlock server {redact(url)}: {exc}") from None
+                client = Redis.from_pool(pool)
+                scripts = {op: client.register_script(text) for op, text in SCRIPTS.items()}
+                self._servers.append(_Server(redact(url), client, scripts))
+        await self.ping()
+
+    async def close(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            await server.client.aclose()
+
+    async def ping(self) -> None:
+        self._majority_answered(await self._each(lambda s: s.client.ping()))
+
+    # --- locking ----------------------------------------------------------------
+
+    async def acquire(
+        self, name: str, ttl: float, *, wait: float | None = None, owner: str | None = None
+    ) -> Lease:
+        """The lease once a majority granted it. ``wait``: seconds to keep
+        trying at most (``None``: as long as it takes; 0: once).
+        ``LockTimeout`` when not granted in time; ``LockUnavailable`` as soon
+        as an attempt finds fewer than a majority of servers answering."""
+        check_request(name, ttl, "exclusive", 1)
+        if wait is not None and wait < 0:
+            raise ValueError("wait must be at least 0 seconds, or None")
+        deadline = None if wait is None else self.clock.monotonic() + wait
+        who = owner or self.owner
+        while True:
+            value = f"{secrets.token_hex(16)} {who}"
+            lease = None
+            try:
+                lease = await self._attempt(name, ttl, value, who)
+            finally:
+                if lease is None:
+                    # Failed, refused or cancelled part-way: take back whatever
+                    # servers did take, so no stray key blocks the next attempts.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._delete_everywhere(name, value))
+            if lease is not None:
+                return lease
+            now = self.clock.monotonic()
+            if deadline is not None and now >= deadline:
+                raise LockTimeout(f"lock {name!r} was not granted in time")
+            # Random, so contenders that split the servers between them do not
+            # collide again in step.
+            pause = random.uniform(0.5, 1.5) * self._retry_delay
+            await asyncio.sleep(pause if deadline is None else min(pause, deadline - now))
+
+    async def _attempt(self, name: str, ttl: float, value: str, owner: str) -> Lease | None:
+        lock_key, fence_key = self.keys(name)
+        started = self.clock.monotonic()
+        replies = await self._each(
+            lambda s: s.scripts["acquire"](keys=[lock_key, fence_key], args=[value, _ms(ttl)])
+        )
+        self._majority_answered(replies)
+        took = [(s, int(r)) for s, r in zip(self._servers, replies, strict=True) if _took(r)]
+        if len(took) < self.quorum:
+            return None
+        token = max(counter for _, counter in took) + 1
+        confirmed = await self._each(
+            lambda s: s.scripts["fence"](keys=[lock_key, fence_key], args=[value, token]),
+            [s for s, _ in took],
+        )
+        if sum(1 for r in confirmed if r == 1) < self.quorum:
+            return None
+        validity = ttl - (self.clock.monotonic() - started) - drift(ttl)
+        if validity <= 0:
+            return None
+        return Lease(
+            name=name,
+            token=token,
+            ticket_id=value,
+            mode="exclusive",
+            permits=1,
+            owner=owner,
+            ttl=ttl,
+            expires_at=self.clock.time() + validity,
+        )
+
+    async def try_acquire(self, name: str, ttl: float) -> Lease | None:
+        """The lease if a majority grants it at the first attempt, else ``None``."""
+        try:
+            return await self.acquire(name, ttl, wait=0)
+        except LockTimeout:
+            return None
+
+    async def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
+        """The same lease (same token), valid for about ``ttl`` (default: its
+        own) from now. ``LeaseLost`` when its validity had ended, or fewer
+        than a majority still hold it (it is then deleted where it is left);
+        ``LockUnavailable`` when that is unknown because servers did not answer."""
+        seconds = lease.ttl if ttl is None else ttl
+        check_request(lease.name, seconds, "exclusive", 1)
+        lost = LeaseLost(f"the lease on {lease.name!r} (token {lease.token}) has lapsed")
+        if self.clock.time() >= lease.expires_at:
+            raise lost
+        lock_key, _ = self.keys(lease.name)
+        started = self.clock.monotonic()
+        replies = await self._each(
+            lambda s: s.scripts["extend"](keys=[lock_key], args=[lease.ticket_id, _ms(seconds)])
+        )
+        extended = sum(1 for r in replies if r == 1)
+        validity = seconds - (self.clock.monotonic() - started) - drift(seconds)
+        if extended >= self.quorum and validity > 0:
+            return dataclasses.replace(lease, ttl=seconds, expires_at=self.clock.time() + validity)
+        failed = sum(1 for r in replies if isinstance(r, _Failed))
+        if validity > 0 and extended + failed >= self.quorum:
+            raise self._unavailable(replies)  # the silent servers would decide
+        with contextlib.suppress(Exception):
+            await self._delete_everywhere(lease.name, lease.ticket_id)
+        raise lost
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the lock back; ``True`` when a majority still held it. A lapsed
+        lease's release deletes nothing of anyone else's and says ``False``."""
+        replies = await self._delete_everywhere(lease.name, lease.ticket_id)
+        deleted = sum(1 for r in replies if r == 1)
+        if deleted >= self.quorum:
+            return True
+        failed = sum(1 for r in replies if isinstance(r, _Failed))
+        if self.clock.time() < lease.expires_at and deleted + failed >= self.quorum:
+            raise self._unavailable(replies)  # the silent servers would decide
+        return False
+
+    async def holder(self, name: str) -> tuple[str, int] | None:
+        """``(owner, token)`` of the lock's holder when a majority of servers
+        hold the same acquisition, else ``None``. The token is the highest
+        counter among those servers: the holder's, once it is confirmed."""
+        lock_key, fence_key = self.keys(name)
+        replies = await self._each(lambda s: s.client.mget(lock_key, fence_key))
+        self._majority_answered(replies)
+        answers = [(r[0], int(r[1] or 0)) for r in replies if not isinstance(r, _Failed)]
+        values = Counter(value for value, _ in answers if value is not None)
+        if not values:
+            return None
+        value, count = values.most_common(1)[0]
+        if count < self.quorum:
+            return None
+        token = max(fence for v, fence in answers if v == value)
+        return _text(value).split(" ", 1)[1], token
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, name: str, ttl: float, *, wait: float | None = None, owner: str | None = None
+    ) -> AsyncIterator[Held]:
+        """``async with redlock.hold("job", ttl=10) as held:``: the lease,
+        renewed every ``ttl / 3`` seconds in the background, released on the
+        way out. ``held.lost`` is set when a renewal finds the lease lost."""
+        held = Held(await self.acquire(name, ttl, wait=wait, owner=owner))
+        keeper = asyncio.create_task(self._keep(held), name=f"redlock-keepalive:{name}")
+        try:
+            yield held
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.release(held.lease))
+
+    async def _keep(self, held: Held) -> None:
+        while True:
+            await asyncio.sleep(held.lease.ttl / 3)
+            try:
+                held.lease = await self.renew(held.lease)
+            except LeaseLost:
+                held.lost.set()
+                return
+            except Exception:
+                # Too few servers answered; the lease may still be alive: try
+                # again at the next beat (renew says LeaseLost once it lapsed).
+                continue
+
+    # --- talking to every server ------------------------------------------------
+
+    async def _delete_everywhere(self, name: str, value: str) -> list[Any]:
+        lock_key, _ = self.keys(name)
+        return await self._each(lambda s: s.scripts["release"](keys=[lock_key], args=[value]))
+
+    async def _each(
+        self,
+        call: Callable[[_Server], Awaitable[Any]],
+        servers: Sequence[_Server] | None = None,
+    ) -> list[Any]:
+        """``call`` on every server (or ``servers``) at once: each reply, or
+        ``_Failed`` for a server that did not answer within its timeout.
+        ``LockError`` for an error reply that is not about availability."""
+        if not self._servers:
+            raise LockError("the redlock is not connected")
+
+        async def one(server: _Server) -> Any:
+            try:
+                return await call(server)
+            except (RedisError, OSError) as exc:
+                reason = " ".join(str(exc).split()) or exc.__class__.__name__
+                if isinstance(exc, _UNAVAILABLE) or (
+                    isinstance(exc, ResponseError) and reason.startswith(_UNAVAILABLE_REPLIES)
+                ):
+                    return _Failed(server.label, reason)
+                return LockError(f"redis at {server.label} refused: {reason}")
+
+        replies = await asyncio.gather(*(one(s) for s in (servers or self._servers)))
+        for reply in replies:
+            if isinstance(reply, LockError):
+                raise reply
+        return replies
+
+    def _majority_answered(self, replies: Sequence[Any]) -> None:
+        if sum(1 for r in replies if not isinstance(r, _Failed)) < self.quorum:
+            raise self._unavailable(replies)
+
+    def _unavailable(self, replies: Sequence[Any]) -> LockUnavailable:
+        failed = [r for r in replies if isinstance(r, _Failed)]
+        reasons = "; ".join(f"{f.server}: {f.reason}" for f in failed)
+        return LockUnavailable(
+            f"redlock: {len(replies) - len(failed)} of {len(replies)} servers answered, "
+            f"{self.quorum} needed ({reasons})"
+        )
+
+
+def _took(reply: Any) -> bool:
+    return not isinstance(reply, _Failed) and int(reply) >= 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
