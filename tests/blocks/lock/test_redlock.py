@@ -108,6 +108,28 @@ async def test_tokens_strictly_increase_across_clients(
     assert await redlock.holder("job") is None
 
 
+async def test_tokens_grow_when_each_acquisition_wins_a_different_majority(
+    redlock: Redlock, servers: list[PrivateRedis]
+) -> None:
+    """Each server in turn is held by someone else, so the three acquisitions
+    win {B, C}, {A, C}, {A, B}. Taking the largest of one INCR per winning
+    server would answer 1, 2, 2 here; reading the counters with the key and
+    raising them on the majority answers 1, 2, 3."""
+    lock_key, _ = redlock.keys("job")
+    tokens = []
+    for server in servers:
+        client = Redis.from_url(server.url)
+        try:
+            await client.set(lock_key, "someone else")
+            lease = await redlock.acquire("job", ttl=LONG, wait=BOUND)
+            tokens.append(lease.token)
+            assert await redlock.release(lease) is True
+            await client.delete(lock_key)
+        finally:
+            await client.aclose()
+    assert tokens == [1, 2, 3]
+
+
 async def test_one_stopped_server_of_three_leaves_a_working_majority(
     redlock: Redlock, servers: list[PrivateRedis]
 ) -> None:
