@@ -45,6 +45,8 @@ DEFAULT_PREFIX = "/sysdesign/locks/"
 TIMEOUT_SECONDS = 5.0
 MAX_WATCHES = 64  # httpx pools 100 connections per client: leave room for requests
 POLL_SECONDS = 0.05
+RETRY_SECONDS = 0.05  # a watch that failed everywhere: first pause, doubling
+MAX_RETRY_SECONDS = 1.0
 
 
 def lease_seconds(ttl: float) -> int:
@@ -335,34 +337,42 @@ class EtcdTicketStore(TicketStore):
 
     async def _watch(self, name: str, alive_at: dict[str, int]) -> None:
         """Return at the first deletion of a key of ``alive_at`` after the
-        revision given for it."""
+        revision given for it. A watch that no endpoint keeps (all of them
+        down, or electing a leader) is tried again, from the same revisions
+        so nothing is missed, until the caller's timeout ends the wait."""
         start = min(alive_at.values()) + 1
-        if len(alive_at) == 1:
-            (key,) = alive_at
-            watch = self.client.watch(key, start_revision=start)
-        else:
-            # Several tickets (a semaphore's waiter): one stream on the queue, not one each.
-            watch = self.client.watch(self._queue_key(name), prefix=True, start_revision=start)
-        try:
-            async with watch as events:
-                async for event in events:
-                    key = event.kv.key.decode()
-                    if event.type == "DELETE" and event.kv.mod_revision > alive_at.get(
-                        key, 1 << 62
-                    ):
-                        return
-        except EtcdCompacted:
-            return  # the revisions needed are gone: the caller reads the queue afresh
-        except EtcdError as exc:
-            raise self._unavailable(exc) from None
+        pause = RETRY_SECONDS
+        while True:
+            if len(alive_at) == 1:
+                (key,) = alive_at
+                watch = self.client.watch(key, start_revision=start)
+            else:
+                # Several tickets (a semaphore's waiter): one stream on the queue.
+                watch = self.client.watch(self._queue_key(name), prefix=True, start_revision=start)
+            try:
+                async with watch as events:
+                    async for event in events:
+                        after = alive_at.get(event.kv.key.decode())
+                        gone = event.type == "DELETE" and after is not None
+                        if gone and event.kv.mod_revision > after:
+                            return
+            except EtcdCompacted:
+                return  # the revisions needed are gone: the caller reads the queue afresh
+            except EtcdError:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_SECONDS)
 
     async def _poll(self, name: str, ids: set[str]) -> None:
-        """The fallback when every watch slot is taken: look every ``POLL_SECONDS``."""
+        """The fallback when every watch slot is taken: look every ``POLL_SECONDS``
+        (a failed look is tried again at the next one, until the timeout)."""
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            result = await self._call(
-                self.client.range(Range(self._queue_key(name), prefix=True, keys_only=True))
-            )
+            try:
+                result = await self._call(
+                    self.client.range(Range(self._queue_key(name), prefix=True, keys_only=True))
+                )
+            except LockUnavailable:
+                continue
             present = {unquote(kv.key.decode().rpartition("/")[2]) for kv in result.kvs}
             if not ids <= present:
                 return
