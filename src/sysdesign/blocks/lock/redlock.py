@@ -397,7 +397,8 @@ class Redlock:
                     return _Failed(server.label, reason)
                 return LockError(f"redis at {server.label} refused: {reason}")
 
-        replies = await asyncio.gather(*(one(s) for s in (servers or self._servers)))
+        targets = self._servers if servers is None else servers
+        replies = await asyncio.gather(*(one(s) for s in targets))
         for reply in replies:
             if isinstance(reply, LockError):
                 raise reply
