@@ -342,7 +342,7 @@ def bench_locks(
         int, typer.Option(min=10, help="Uncontended acquire+release pairs on memory and sqlite.")
     ] = 2000,
     grants: Annotated[
-        int, typer.Option(min=16, help="Contended grants in all, on memory and sqlite.")
+        int, typer.Option(min=2, help="Contended grants in all, on memory and sqlite.")
     ] = 1000,
     server_pairs: Annotated[
         int,
@@ -351,7 +351,7 @@ def bench_locks(
         ),
     ] = 500,
     server_grants: Annotated[
-        int, typer.Option(min=16, help="Contended grants on the servers and the anchors.")
+        int, typer.Option(min=2, help="Contended grants on the servers and the anchors.")
     ] = 300,
     tasks: Annotated[int, typer.Option(min=2, help="Concurrent tasks in the contended runs.")] = 16,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,

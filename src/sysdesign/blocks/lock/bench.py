@@ -215,12 +215,12 @@ def run_locks_bench(
     ``server_grants`` the runs on servers and the anchors."""
     sizes = {"pairs": pairs, "grants": grants}
     sizes |= {"server_pairs": server_pairs, "server_grants": server_grants}
-    if min(sizes.values()) < MIN_PAIRS or tasks < 2 or rounds < 1:
+    if min(pairs, server_pairs) < MIN_PAIRS or tasks < 2 or rounds < 1:
         raise BenchmarkError(
-            f"pairs and grants must be at least {MIN_PAIRS}, tasks at least 2, rounds at least 1"
+            f"pairs must be at least {MIN_PAIRS}, tasks at least 2 and rounds at least 1"
         )
     if min(grants, server_grants) < tasks:
-        raise BenchmarkError("grants must be at least the number of tasks")
+        raise BenchmarkError("grants must be at least the number of tasks: each task takes one")
     urls = {"postgres": postgres_url, "redis": redis_url, "etcd": etcd_url}
     prefix = f"lockbench{uuid.uuid4().hex[:8]}"
     plans, skipped = _plan(urls, sqlite_dir, prefix, sizes)
