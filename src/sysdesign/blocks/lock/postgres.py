@@ -242,8 +242,23 @@ class PostgresTicketStore(TicketStore):
     async def enqueue(
         self, name: str, ticket_id: str, mode: Mode, permits: int, owner: str, ttl: float
     ) -> Ticket:
-        row = await self._call("fetchrow", ENQUEUE, name, ticket_id, mode, permits, owner, ttl)
+        run = asyncio.ensure_future(
+            self._call("fetchrow", ENQUEUE, name, ticket_id, mode, permits, owner, ttl)
+        )
+        try:
+            row = await asyncio.shield(run)
+        except asyncio.CancelledError:
+            # The server may commit the ticket after the caller gave up on it: the
+            # caller never learns its id, so take it out here, or it would block
+            # the queue until its TTL ran out.
+            await asyncio.shield(self._take_back(run, name, ticket_id))
+            raise
         return _ticket(row)
+
+    async def _take_back(self, run: asyncio.Future[Any], name: str, ticket_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await run
+            await self.remove(name, ticket_id)
 
     async def queue(self, name: str) -> list[Ticket]:
         # Expired rows are left for the next write to remove: reads stay reads.
