@@ -172,3 +172,19 @@ def test_up_serves_accounts_end_to_end_and_survives_restart(server: tuple) -> No
         assert me.status_code == 200
         again = http.post("/accounts/v1/refresh", json={"refresh_token": tokens["refresh_token"]})
         assert again.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", "redlock:// is a library lock"),
+        ("redis://127.0.0.1:1/0?socket_timeout=0.5", "unreachable"),
+    ],
+)
+def test_serving_the_locks_with_a_bad_lock_store_is_one_line(
+    env: dict[str, str], url: str, message: str
+) -> None:
+    result = runner.invoke(app, ["serve", "locks"], env={**env, "SYSDESIGN_LOCK_URL": url})
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output

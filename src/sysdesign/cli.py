@@ -88,7 +88,7 @@ def _serve(settings: Settings, only: list[str] | None, demo: int) -> None:
     # its cache), so that start() connects them and one that is down fails here.
     try:
         asgi = create_app(platform=platform, only=only)
-    except ValueError as exc:
+    except (ValueError, ConfigurationError) as exc:
         _fail(str(exc))
     _run(prepare())
     loop = "uvloop" if sys.platform != "win32" else "auto"

@@ -135,9 +135,19 @@ class Platform:
         connects it once something has built it (the locks system does when
         its app is created), or call ``connect_locks()``. The sqlite and
         memory stores expire leases by ``clock``; servers by their own."""
-        from sysdesign.blocks.lock import open_locks
+        from urllib.parse import urlsplit
 
-        locks = open_locks(self.settings.url("lock"), clock=self.clock)
+        from sysdesign.blocks.lock import LockService, open_store
+
+        url = self.settings.url("lock")
+        if urlsplit(url).scheme == "redlock":
+            # Redlock is a lock without a queue: no fair waiting, no shared modes,
+            # no listing of holders and waiters, which the locks service offers.
+            raise ConfigurationError(
+                "SYSDESIGN_LOCK_URL: redlock:// is a library lock (open_redlock), not a store "
+                "the locks service can run on: use sqlite://, postgresql://, redis:// or etcd://"
+            )
+        locks = LockService(open_store(url, clock=self.clock))
         self.add_readiness_check("locks", locks.ping)
         return locks
 
