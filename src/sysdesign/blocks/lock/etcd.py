@@ -47,6 +47,9 @@ MAX_WATCHES = 64  # httpx pools 100 connections per client: leave room for reque
 POLL_SECONDS = 0.05
 RETRY_SECONDS = 0.05  # a watch that failed everywhere: first pause, doubling
 MAX_RETRY_SECONDS = 1.0
+# Names whose last queue read ``wait`` remembers; a forgotten one watches from
+# its tickets' creation instead, which is as correct, only replays more.
+MAX_SEEN_NAMES = 10_000
 
 
 def lease_seconds(ttl: float) -> int:
@@ -82,12 +85,14 @@ class EtcdTicketStore(TicketStore):
     one exclusive waiter) from the revision after the one at which a queue
     read last saw them alive, so a deletion between the read and the watch
     is replayed, not missed; a lease's expiry deletes the key and wakes it
-    the same way.
+    the same way. A watch that no endpoint keeps (the cluster electing a
+    leader) is tried again from the same revisions until the wait's timeout;
+    beyond ``watches`` concurrent waits, a wait polls the queue instead.
 
     Errors: ``LockUnavailable``, one line, when no endpoint answers, etcd
     refuses a request, or a write's outcome is unknown (a ticket whose
-    enqueue failed that way is revoked if etcd can be reached, and otherwise
-    expires with its lease); ``ConfigurationError`` for a bad URL.
+    enqueue failed that way, or was cancelled, is revoked if etcd can be
+    reached, and otherwise expires with its lease); ``ConfigurationError`` for a bad URL.
     """
 
     name = "etcd"
@@ -219,9 +224,11 @@ class EtcdTicketStore(TicketStore):
                     [Compare.create_revision(key, "==", 0)], [Put(key, value, lease.id)]
                 )
             )
-        except LockUnavailable:
-            # The key may have been created: revoking its lease deletes it.
-            await self._revoke(lease.id)
+        except BaseException:
+            # Failed with its outcome unknown, or cancelled: the key may exist, and
+            # no caller knows of it. Revoking its lease deletes it, so it does not
+            # block the queue until its TTL runs out.
+            await asyncio.shield(self._revoke(lease.id))
             raise
         if not result.succeeded:
             await self._revoke(lease.id)
@@ -234,10 +241,11 @@ class EtcdTicketStore(TicketStore):
             self.client.range(Range(self._queue_key(name), prefix=True, sort_by_create=True))
         )
         tickets = [t for kv in result.kvs if (t := self._ticket(name, kv)) is not None]
+        self._seen_alive.pop(name, None)  # re-inserted last: the oldest go first
         if tickets:
             self._seen_alive[name] = {t.id: result.revision for t in tickets}
-        else:
-            self._seen_alive.pop(name, None)
+            if len(self._seen_alive) > MAX_SEEN_NAMES:
+                del self._seen_alive[next(iter(self._seen_alive))]
         return tickets
 
     async def refresh(self, name: str, ticket_id: str, ttl: float) -> Ticket | None:
@@ -294,6 +302,10 @@ class EtcdTicketStore(TicketStore):
 
     async def remove(self, name: str, ticket_id: str) -> bool:
         result = await self._call(self.client.delete(self._key(name, ticket_id), prev_kv=True))
+        seen = self._seen_alive.get(name, {})
+        seen.pop(ticket_id, None)
+        if not seen:
+            self._seen_alive.pop(name, None)
         for kv in result.prev_kvs:
             if kv.lease:
                 await self._revoke(kv.lease)
