@@ -113,7 +113,12 @@ def bearer(token: Callable[[Case], str]) -> type:
     return Bearer
 
 
-def _fuzz(operation: APIOperation, mode: GenerationMode, checks: list[Check]) -> None:
+def _fuzz(
+    operation: APIOperation,
+    mode: GenerationMode,
+    checks: list[Check],
+    prepare: Callable[[Case], None] | None,
+) -> None:
     @settings(
         max_examples=MAX_EXAMPLES,
         derandomize=True,  # the same cases on every run: CI is deterministic
@@ -122,6 +127,8 @@ def _fuzz(operation: APIOperation, mode: GenerationMode, checks: list[Check]) ->
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Case) -> None:
+        if prepare is not None:
+            prepare(case)
         case.call_and_validate(checks=checks)
 
     run()
@@ -134,11 +141,13 @@ def fuzz_every_operation(
     checks: list[Check],
     *,
     negative_needs_input: bool = True,
+    prepare: Callable[[Case], None] | None = None,
 ) -> set[str]:
     """Fuzz each operation of ``schema`` as a subtest; the labels fuzzed. With
     ``negative_needs_input``, an operation that takes no parameters and no
     body is left out of the negative run: there is nothing to send that the
-    document does not allow."""
+    document does not allow. ``prepare`` may change each case before it is
+    sent (say, to keep a long poll from waiting)."""
     labels = set()
     for result in schema.get_all_operations():
         if isinstance(result, Err):
@@ -149,5 +158,5 @@ def fuzz_every_operation(
         if mode is GenerationMode.NEGATIVE and negative_needs_input and not takes_input:
             continue
         with subtests.test(operation=operation.label):
-            _fuzz(operation, mode, checks)
+            _fuzz(operation, mode, checks, prepare)
     return labels

@@ -130,3 +130,12 @@ async def test_other_bad_requests(client: httpx.AsyncClient, alice: Headers) -> 
     assert long_name.status_code == 422
     assert (await client.get(BASE)).status_code == 401
     assert (await client.post(f"{BASE}/x/acquire", json={"ttl": 5})).status_code == 401
+
+
+@pytest.mark.parametrize("name", ["a%01b", "a%7Fb", "%C2%81", "a%0Db"])
+async def test_names_with_control_characters_are_refused(
+    client: httpx.AsyncClient, alice: Headers, name: str
+) -> None:
+    response = await client.post(f"{BASE}/{name}/acquire", json={"ttl": 5}, headers=alice)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "name"

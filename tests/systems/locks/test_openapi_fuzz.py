@@ -35,10 +35,21 @@ def _excused(response: Response, case: Case) -> bool:
     return response.status_code in STATE_DEPENDENT
 
 
+# 404: a name with a line break, which no route matches (the document refuses
+# control characters in names, so only the negative run sends one).
 CHECKS = checks(
-    problem_documents({400, 401, 409, 410, 422}),
+    problem_documents({400, 401, 404, 409, 410, 422}),
     positive_data_accepted(KNOWN_SCHEMA_GAPS, _excused),
 )
+
+
+def no_waiting(case: Case) -> None:
+    """Ask without waiting: the manual clock never lets an earlier case's lease
+    lapse, so a fuzzed long poll on a held lock would wait out its whole ``wait``."""
+    wait = case.body.get("wait") if isinstance(case.body, dict) else None
+    # Only a valid wait: a negative case's invalid one must still be refused.
+    if isinstance(wait, int | float) and not isinstance(wait, bool) and 0 < wait <= 60:
+        case.body["wait"] = 0
 
 
 @pytest.fixture
@@ -55,7 +66,7 @@ def locks_schema(tmp_path: Path, clock: ManualClock) -> Iterator[BaseSchema]:
 def test_every_locks_operation_survives_fuzzing(
     locks_schema: BaseSchema, mode: GenerationMode, subtests: pytest.Subtests
 ) -> None:
-    labels = fuzz_every_operation(locks_schema, mode, subtests, CHECKS)
+    labels = fuzz_every_operation(locks_schema, mode, subtests, CHECKS, prepare=no_waiting)
     assert {
         "POST /v1/locks/{name}/acquire",
         "POST /v1/locks/{name}/renew",

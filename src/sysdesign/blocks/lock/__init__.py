@@ -6,6 +6,13 @@ semaphores and leader election, over one ``TicketStore`` per backend.
 - ``sqlite:///path/locks.db``: the embedded default, shared by the processes
   of one host;
 - ``memory://``: this process only (tests, one-process tools);
+- ``postgresql://user@host/db``: ticket rows with expiry by the database's
+  clock, LISTEN/NOTIFY to wake waiters (``postgres.py``);
+- ``redis://host:6379/0?prefix=NAME``: one Lua script per operation, expiry
+  by the server's clock, pub/sub to wake waiters (``redis.py``);
+- ``etcd://h1:2379,h2:2379?prefix=/locks/``: a ticket is a key on its own
+  lease, its token the key's create revision, each waiter watching the
+  ticket ahead of it (``etcd.py``);
 - ``redlock://h1:6379,h2:6379,h3:6379``: ``Redlock`` over independent Redis
   servers, exclusive locks only (``redlock.py`` says what it does not promise).
 
@@ -75,6 +82,7 @@ def open_store(url: str, *, clock: Clock | None = None) -> TicketStore:
         return SqliteTicketStore(path_from_url(url), clock)
     backends = {
         "postgresql": ("postgres", "PostgresTicketStore", "postgres"),
+        "postgresql+asyncpg": ("postgres", "PostgresTicketStore", "postgres"),
         "postgres": ("postgres", "PostgresTicketStore", "postgres"),
         "redis": ("redis", "RedisTicketStore", "redis"),
         "rediss": ("redis", "RedisTicketStore", "redis"),

@@ -132,9 +132,17 @@ class LockService:
             raise ValueError("wait must be at least 0 seconds, or None")
         deadline = None if wait is None else self.clock.monotonic() + wait
         while True:
-            ticket = await self.store.enqueue(
-                name, uuid.uuid4().hex, mode, permits, owner or self.owner, ttl
-            )
+            ticket_id = uuid.uuid4().hex
+            try:
+                ticket = await self.store.enqueue(
+                    name, ticket_id, mode, permits, owner or self.owner, ttl
+                )
+            except BaseException:
+                # Cancelled or failed while the store may have applied it: the id is
+                # ours, so take out a ticket that may have been written anyway.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.remove(name, ticket_id))
+                raise
             try:
                 return await self._wait_until_granted(ticket, ttl, deadline)
             except _TicketExpired:

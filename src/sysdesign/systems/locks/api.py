@@ -51,7 +51,7 @@ seen. That is what keeps a holder that paused past its lease from
 overwriting the next holder's work; no lock service can stop it otherwise.
 
 Every operation needs `Authorization: Bearer <token>`; lock names are per
-caller (1 to {MAX_NAME_CHARS} characters, no `/`). Acquire waits up to `wait`
+caller (1 to {MAX_NAME_CHARS} characters, no `/`, no control characters). Acquire waits up to `wait`
 seconds (0 to {MAX_WAIT_SECONDS:g}) in its place in the queue, then answers 409
 `lock-busy`.
 """
@@ -65,7 +65,12 @@ UNAUTHORIZED = {401: _problem("No valid bearer token")}
 UNAVAILABLE = {503: _problem("The lock store cannot be reached; retry after Retry-After")}
 LockName = Annotated[
     str,
-    Path(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/]+$", description="Lock name"),
+    Path(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        pattern=r"^[^/\x00-\x1f\x7f-\x9f]+$",
+        description="Lock name: no `/` and no control characters",
+    ),
 ]
 LeaseId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="From the acquire reply")]
 
