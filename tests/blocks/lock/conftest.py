@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,12 +25,7 @@ from sysdesign.platform.clock import ManualClock
 from tests.backends import delete_prefix, fresh_database, redis_url, service_url
 
 SERVER_BACKENDS = ("postgres", "redis", "etcd")
-# A server's store joins the matrix once its module exists.
-BACKENDS = (
-    "memory",
-    "sqlite",
-    *(b for b in SERVER_BACKENDS if importlib.util.find_spec(f"sysdesign.blocks.lock.{b}")),
-)
+BACKENDS = ("memory", "sqlite", *SERVER_BACKENDS)
 SHORT = 0.5  # seconds
 LONG = 30.0
 
