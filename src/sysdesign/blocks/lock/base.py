@@ -136,6 +136,15 @@ class TicketStore(ABC):
         tickets of a name ever get the same token, and a later call gets a
         higher one, even after every ticket of the name is gone."""
 
+    async def enqueue_and_read(
+        self, name: str, ticket_id: str, mode: Mode, permits: int, owner: str, ttl: float
+    ) -> tuple[Ticket, list[Ticket]]:
+        """``enqueue``, then the name's queue as ``queue`` would give it. A
+        store may do both in one round trip: an uncontended lock is then one
+        call to take and one to give back."""
+        ticket = await self.enqueue(name, ticket_id, mode, permits, owner, ttl)
+        return ticket, await self.queue(name)
+
     @abstractmethod
     async def queue(self, name: str) -> list[Ticket]:
         """The live tickets of ``name`` (expired ones dropped), in token order."""

@@ -134,7 +134,7 @@ class LockService:
         while True:
             ticket_id = uuid.uuid4().hex
             try:
-                ticket = await self.store.enqueue(
+                ticket, queue = await self.store.enqueue_and_read(
                     name, ticket_id, mode, permits, owner or self.owner, ttl
                 )
             except BaseException:
@@ -144,7 +144,7 @@ class LockService:
                     await asyncio.shield(self.store.remove(name, ticket_id))
                 raise
             try:
-                return await self._wait_until_granted(ticket, ttl, deadline)
+                return await self._wait_until_granted(ticket, ttl, deadline, queue)
             except _TicketExpired:
                 # This process (or the store) stalled past the ticket's TTL while
                 # it waited: its place is gone, so queue again at the back.
@@ -157,12 +157,11 @@ class LockService:
                 raise
 
     async def _wait_until_granted(
-        self, ticket: Ticket, ttl: float, deadline: float | None
+        self, ticket: Ticket, ttl: float, deadline: float | None, queue: list[Ticket]
     ) -> Lease:
         refresh_every = ttl / 3
         refreshed = self.clock.monotonic()
         while True:
-            queue = await self.store.queue(ticket.name)
             mine = next((t for t in queue if t.id == ticket.id), None)
             if mine is None:
                 raise _TicketExpired
@@ -179,6 +178,7 @@ class LockService:
             if deadline is not None:
                 pause = min(pause, deadline - now)
             await self.store.wait(ticket.name, blockers(mine, queue), max(pause, 0.0))
+            queue = await self.store.queue(ticket.name)
 
     async def try_acquire(
         self, name: str, ttl: float, *, mode: Mode = "exclusive", permits: int = 1

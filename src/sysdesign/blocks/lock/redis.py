@@ -60,6 +60,12 @@ _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadO
 _UNAVAILABLE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 
 
+def _tickets(name: str, flat: list[Any]) -> list[Ticket]:
+    """The tickets of a flat ``{id, fields, ...}`` reply, in token order."""
+    tickets = [_ticket(name, _text(i), f) for i, f in zip(flat[::2], flat[1::2], strict=True)]
+    return sorted(tickets, key=lambda t: t.token)
+
+
 def _ticket(name: str, ticket_id: str, fields: bytes | str) -> Ticket:
     text = fields.decode() if isinstance(fields, bytes) else fields
     token, expires_ms, permits, mode, owner = text.split(" ", 4)
@@ -195,15 +201,20 @@ class RedisTicketStore(TicketStore):
     async def enqueue(
         self, name: str, ticket_id: str, mode: Mode, permits: int, owner: str, ttl: float
     ) -> Ticket:
-        token, expires_ms = await self._run(
+        ticket, _ = await self.enqueue_and_read(name, ticket_id, mode, permits, owner, ttl)
+        return ticket
+
+    async def enqueue_and_read(
+        self, name: str, ticket_id: str, mode: Mode, permits: int, owner: str, ttl: float
+    ) -> tuple[Ticket, list[Ticket]]:
+        token, expires_ms, flat = await self._run(
             "enqueue", name, ticket_id, mode, permits, owner, _ms(ttl)
         )
-        return Ticket(name, ticket_id, int(token), mode, permits, owner, int(expires_ms) / 1000)
+        ticket = Ticket(name, ticket_id, int(token), mode, permits, owner, int(expires_ms) / 1000)
+        return ticket, _tickets(name, flat)
 
     async def queue(self, name: str) -> list[Ticket]:
-        flat = await self._run("queue", name)
-        tickets = [_ticket(name, _text(i), f) for i, f in zip(flat[::2], flat[1::2], strict=True)]
-        return sorted(tickets, key=lambda t: t.token)
+        return _tickets(name, await self._run("queue", name))
 
     async def refresh(self, name: str, ticket_id: str, ttl: float) -> Ticket | None:
         fields = await self._run("refresh", name, ticket_id, _ms(ttl))
