@@ -19,8 +19,9 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from sysdesign.blocks.lock.base import (
     MAX_NAME_CHARS,
@@ -62,13 +63,57 @@ class LockState:
     waiters: list[Ticket]
 
 
+L = TypeVar("L", bound="_Renewable")
+
+
+class _Renewable(Protocol):
+    @property
+    def ttl(self) -> float: ...
+
+
 @dataclass
-class Held:
+class Held(Generic[L]):
     """What ``hold`` yields: the lease as last renewed, and ``lost``, set when
     a keepalive found the lease gone (the body should stop writing)."""
 
-    lease: Lease
+    lease: L
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@contextlib.asynccontextmanager
+async def kept(
+    lease: L,
+    renew: Callable[[L], Awaitable[L]],
+    release: Callable[[L], Awaitable[object]],
+    name: str,
+) -> AsyncIterator[Held[L]]:
+    """``lease`` renewed by ``renew`` every ``ttl / 3`` seconds while the body
+    runs, and released by ``release`` on the way out, even when cancelled.
+    ``held.lost`` is set when a renewal raises ``LeaseLost``; any other
+    failure (the store is unreachable) is tried again at the next beat, and
+    the renewal says ``LeaseLost`` once the lease has lapsed."""
+    held = Held(lease)
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(held.lease.ttl / 3)
+            try:
+                held.lease = await renew(held.lease)
+            except LeaseLost:
+                held.lost.set()
+                return
+            except Exception:
+                continue
+
+    keeper = asyncio.create_task(keep(), name=f"lock-keepalive:{name}")
+    try:
+        yield held
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        with contextlib.suppress(Exception):
+            await asyncio.shield(release(held.lease))
 
 
 class _TicketExpired(Exception):
@@ -226,34 +271,13 @@ class LockService:
         mode: Mode = "exclusive",
         permits: int = 1,
         owner: str | None = None,
-    ) -> AsyncIterator[Held]:
+    ) -> AsyncIterator[Held[Lease]]:
         """``async with locks.hold("job", ttl=10) as held:``: the lease, renewed
         every ``ttl / 3`` seconds in the background, released on the way out.
         When a renewal finds the lease gone, ``held.lost`` is set."""
         lease = await self.acquire(name, ttl, wait=wait, mode=mode, permits=permits, owner=owner)
-        held = Held(lease)
-        keeper = asyncio.create_task(self._keep(held), name=f"lock-keepalive:{name}")
-        try:
+        async with kept(lease, self.renew, self.release, name) as held:
             yield held
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.release(held.lease))
-
-    async def _keep(self, held: Held) -> None:
-        while True:
-            await asyncio.sleep(held.lease.ttl / 3)
-            try:
-                held.lease = await self.renew(held.lease)
-            except LeaseLost:
-                held.lost.set()
-                return
-            except Exception:
-                # The store is unreachable now; the lease may still be alive:
-                # try again at the next beat, unless it has lapsed by then.
-                continue
 
 
 def _lease(ticket: Ticket, ttl: float) -> Lease:

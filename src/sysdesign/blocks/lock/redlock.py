@@ -65,7 +65,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sysdesign.blocks.lock.base import LeaseLost, LockError, LockTimeout, LockUnavailable
-from sysdesign.blocks.lock.locks import Held, Lease, check_request, default_owner
+from sysdesign.blocks.lock.locks import Held, Lease, check_request, default_owner, kept
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.errors import ConfigurationError
 from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
@@ -341,33 +341,13 @@ class Redlock:
     @contextlib.asynccontextmanager
     async def hold(
         self, name: str, ttl: float, *, wait: float | None = None, owner: str | None = None
-    ) -> AsyncIterator[Held]:
+    ) -> AsyncIterator[Held[Lease]]:
         """``async with redlock.hold("job", ttl=10) as held:``: the lease,
         renewed every ``ttl / 3`` seconds in the background, released on the
         way out. ``held.lost`` is set when a renewal finds the lease lost."""
-        held = Held(await self.acquire(name, ttl, wait=wait, owner=owner))
-        keeper = asyncio.create_task(self._keep(held), name=f"redlock-keepalive:{name}")
-        try:
+        lease = await self.acquire(name, ttl, wait=wait, owner=owner)
+        async with kept(lease, self.renew, self.release, name) as held:
             yield held
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.release(held.lease))
-
-    async def _keep(self, held: Held) -> None:
-        while True:
-            await asyncio.sleep(held.lease.ttl / 3)
-            try:
-                held.lease = await self.renew(held.lease)
-            except LeaseLost:
-                held.lost.set()
-                return
-            except Exception:
-                # Too few servers answered; the lease may still be alive: try
-                # again at the next beat (renew says LeaseLost once it lapsed).
-                continue
 
     # --- talking to every server ------------------------------------------------
 

@@ -16,11 +16,10 @@ other refusal.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +33,7 @@ from sysdesign.blocks.lock import (
     LockUnavailable,
     Mode,
 )
+from sysdesign.blocks.lock.locks import Held, kept
 
 POLL_SECONDS = 55.0  # under the service's 60 s cap, and under common proxy timeouts
 
@@ -48,12 +48,6 @@ class RemoteLease:
     owner: str
     ttl: float
     expires_at: float
-
-
-@dataclass
-class RemoteHeld:
-    lease: RemoteLease
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class LocksClient:
@@ -147,30 +141,11 @@ class LocksClient:
     @contextlib.asynccontextmanager
     async def hold(
         self, name: str, ttl: float, *, wait: float | None = None, **kwargs: Any
-    ) -> AsyncIterator[RemoteHeld]:
+    ) -> AsyncIterator[Held[RemoteLease]]:
         """The lease, renewed every ``ttl / 3`` seconds, released on the way out."""
-        held = RemoteHeld(await self.acquire(name, ttl, wait=wait, **kwargs))
-
-        async def keep() -> None:
-            while True:
-                await asyncio.sleep(ttl / 3)
-                try:
-                    held.lease = await self.renew(held.lease)
-                except LeaseLost:
-                    held.lost.set()
-                    return
-                except LockUnavailable:
-                    continue  # try again at the next beat
-
-        keeper = asyncio.create_task(keep())
-        try:
+        lease = await self.acquire(name, ttl, wait=wait, **kwargs)
+        async with kept(lease, self.renew, self.release, name) as held:
             yield held
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(LockError):
-                await self.release(held.lease)
 
 
 def _path(name: str) -> str:
