@@ -16,6 +16,7 @@ from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.context import Platform
 from sysdesign.settings import Settings
 from tests.backends import DATABASE_BACKENDS, database_url_for
+from tests.redis_server import private_redis  # noqa: F401  (a fixture for every test)
 
 # Cheap argon2 parameters: tests hash hundreds of passwords.
 FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}

@@ -6,7 +6,6 @@ line when its server stops, then working again once it is back."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,25 +14,10 @@ from redis.asyncio import Redis
 
 from sysdesign.blocks.lock import LockService, LockUnavailable, open_store
 from sysdesign.blocks.lock.redis import RedisTicketStore
-from tests.backends import delete_prefix, redis_url, service_url, services_required
-from tests.blocks.ratelimit.conftest import REDIS_SERVER, PrivateRedis
+from tests.backends import delete_prefix, redis_url, service_url
+from tests.redis_server import PrivateRedis
 
 BOUND = 5.0  # seconds: a waiter must wake well before its own timeout
-
-
-@pytest.fixture
-async def private_redis() -> AsyncIterator[PrivateRedis]:
-    if not os.access(REDIS_SERVER, os.X_OK):
-        reason = f"{REDIS_SERVER} is not installed: cannot stop a private Redis"
-        if services_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = PrivateRedis()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.kill()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from sysdesign.blocks.lock import (
 from sysdesign.blocks.lock.redlock import Redlock
 from sysdesign.platform.errors import ConfigurationError
 from tests.backends import services_required
-from tests.blocks.ratelimit.conftest import REDIS_SERVER, PrivateRedis
+from tests.redis_server import REDIS_SERVER, PrivateRedis
 
 SHORT = 0.3  # seconds: a lease meant to lapse
 LONG = 30.0

@@ -9,7 +9,7 @@ from sysdesign.blocks.ratelimit import MemoryRateLimitStore, open_store
 from sysdesign.blocks.ratelimit.limiter import RateLimiter
 from sysdesign.blocks.ratelimit.rules import RequestInfo, load_rules
 from sysdesign.platform.clock import ManualClock
-from tests.blocks.ratelimit.conftest import PrivateRedis
+from tests.redis_server import PrivateRedis
 
 RULES = """
 rules:

@@ -16,7 +16,7 @@ from sysdesign.blocks.ratelimit import Algorithm, Hit, Limit, StoreUnavailable, 
 from sysdesign.blocks.ratelimit.redis import RedisRateLimitStore
 from sysdesign.platform.clock import ManualClock
 from tests.backends import delete_prefix, redis_url, service_url
-from tests.blocks.ratelimit.conftest import PrivateRedis
+from tests.redis_server import PrivateRedis
 
 FAST = 1.0  # seconds: how soon an outage must be reported
 
