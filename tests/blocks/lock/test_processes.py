@@ -1,5 +1,6 @@
-"""Locks across processes: mutual exclusion among 50 holders in 4 processes,
-and a holder killed with SIGKILL whose lock frees after its TTL."""
+"""Locks across processes, on every backend and on Redlock (three Redis
+servers of the test's own): mutual exclusion among 50 holders in 4
+processes, and a holder killed with SIGKILL whose lock frees after its TTL."""
 
 from __future__ import annotations
 
@@ -14,17 +15,27 @@ import pytest
 
 from sysdesign.blocks.lock import open_locks
 from tests.blocks.lock.conftest import server_url
+from tests.redis_server import PrivateRedis
 
-PROCESS_BACKENDS = ("sqlite", "postgres", "redis", "etcd")
+PROCESS_BACKENDS = ("sqlite", "postgres", "redis", "etcd", "redlock")
 
 
 @pytest.fixture(params=PROCESS_BACKENDS)
 async def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/locks.db"
-        return
-    async with server_url(request.param) as url:
-        yield url
+    elif request.param == "redlock":
+        servers = [PrivateRedis() for _ in range(3)]
+        try:
+            for server in servers:
+                await server.start()
+            yield "redlock://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+        finally:
+            for server in servers:
+                await server.kill()
+    else:
+        async with server_url(request.param) as url:
+            yield url
 
 
 def worker(*args: str) -> list[str]:
