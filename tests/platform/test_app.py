@@ -106,7 +106,13 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ok",
-        "checks": {"cache": "ok", "database:db0": "ok", "queue": "ok", "ratelimit": "ok"},
+        "checks": {
+            "cache": "ok",
+            "locks": "ok",
+            "database:db0": "ok",
+            "queue": "ok",
+            "ratelimit": "ok",
+        },
     }
 
 
