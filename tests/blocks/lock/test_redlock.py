@@ -51,7 +51,7 @@ async def servers() -> AsyncIterator[list[PrivateRedis]]:
             await server.kill()
 
 
-def url_of(servers: list[PrivateRedis], timeout: float = 0.5) -> str:
+def url_of(servers: list[PrivateRedis], timeout: float = 1.0) -> str:
     hosts = ",".join(f"127.0.0.1:{s.port}" for s in servers)
     return f"redlock://{hosts}?socket_timeout={timeout}&prefix=t"
 
