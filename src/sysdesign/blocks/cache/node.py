@@ -22,6 +22,10 @@ Keys are bytes on the wire and ``str`` in the store, decoded as Latin-1:
 every byte string maps to exactly one ``str`` and back, whatever it holds.
 Time for expiry is the injected clock's ``time()``; a background task
 reclaims expired keys nobody reads (active expiry).
+
+This module holds the server, the read loop, dispatch and the hot path
+(GET and SET); the other handlers come from two mixins, ``KeyCommands``
+(``nodecommands``) and ``ServerCommands`` (``nodeadmin``).
 """
 
 from __future__ import annotations
@@ -29,53 +33,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import time
-from fnmatch import fnmatchcase
 from typing import cast
 
 from sysdesign.blocks.cache import parse_size, resp
 from sysdesign.blocks.cache.base import NotAnInteger
-from sysdesign.blocks.cache.store import (
-    POLICIES,
-    EntryTooLarge,
-    MemoryStore,
-    entry_cost,
-    parse_int,
+from sysdesign.blocks.cache.nodeadmin import VERSION, ServerCommands
+from sysdesign.blocks.cache.nodecommands import (
+    OOM_ERROR,
+    SYNTAX_ERROR,
+    CommandError,
+    KeyCommands,
+    key_text,
+    ttl_ms_argument,
 )
+from sysdesign.blocks.cache.store import POLICIES, EntryTooLarge, MemoryStore
 from sysdesign.platform.clock import Clock, SystemClock
 
-VERSION = "7.2.0"  # the Redis version reported: clients gate features on it
+__all__ = ["VERSION", "CacheNode", "CommandError", "main_node"]
+
 _HIGH_WATER = 4 * 1024 * 1024  # output buffered for one client before we stop reading it
-_OOM = "OOM command not allowed when used memory > 'maxmemory'."
-_NOT_INT = "ERR value is not an integer or out of range"
-_SYNTAX = "ERR syntax error"
-_OOM_REPLY = resp.error(_OOM)
+_OOM_REPLY = resp.error(OOM_ERROR)
 _QUEUED = b"+QUEUED\r\n"
-
-
-class CommandError(Exception):
-    """A command failed; the message is the whole error reply, code first."""
-
-
-def _key(raw: bytes) -> str:
-    return raw.decode("latin-1")
-
-
-def _int(raw: bytes) -> int:
-    try:
-        return parse_int(raw)
-    except NotAnInteger:
-        raise CommandError(_NOT_INT) from None
-
-
-def _ttl_ms(raw: bytes, unit_ms: int, command: str) -> int:
-    """A relative expiry in milliseconds, checked as Redis checks it."""
-    value = _int(raw)
-    if value > (2**63 - 1) // unit_ms or value < -(2**63) // unit_ms:
-        raise CommandError(f"ERR invalid expire time in '{command}' command")
-    return value * unit_ms
+# Run, not queued, after MULTI: they act on the transaction or the connection itself.
+_TRANSACTION = frozenset((b"multi", b"exec", b"discard", b"quit"))
 
 
 class _Connection(asyncio.Protocol):
@@ -149,7 +131,7 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
 
-class CacheNode:
+class CacheNode(KeyCommands, ServerCommands):
     """A RESP cache server on ``host:port`` (port 0: any free port, read
     ``port`` after ``start``), evicting under ``max_bytes`` (0: unbounded) by
     ``policy``. Use ``async with`` or ``start``/``close``."""
@@ -289,18 +271,10 @@ class CacheNode:
         except EntryTooLarge:
             return _OOM_REPLY
 
-    # --- commands -------------------------------------------------------------
-
-    def _ping(self, args: list[bytes], _: _Connection) -> bytes:
-        if len(args) > 2:
-            raise CommandError("ERR wrong number of arguments for 'ping' command")
-        return resp.PONG if len(args) == 1 else resp.bulk(args[1])
-
-    def _echo(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.bulk(args[1])
+    # --- GET and SET; the other handlers: KeyCommands, ServerCommands ---------
 
     def _get(self, args: list[bytes], _: _Connection) -> bytes:
-        # resp.bulk and _key written out: GET and SET are most of a cache's traffic.
+        # resp.bulk and key_text written out: GET and SET are most of a cache's traffic.
         value = self.store.get(args[1].decode("latin-1"), self._time())
         return resp.NULL if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
 
@@ -318,9 +292,9 @@ class CacheNode:
             has_value = i + 1 < len(args)
             if option in (b"EX", b"PX", b"EXAT", b"PXAT") and has_value and ttl_ms is None:
                 if keep_ttl:
-                    raise CommandError(_SYNTAX)
+                    raise CommandError(SYNTAX_ERROR)
                 unit = 1 if option in (b"PX", b"PXAT") else 1000
-                ttl_ms = _ttl_ms(args[i + 1], unit, "set")
+                ttl_ms = ttl_ms_argument(args[i + 1], unit, "set")
                 if ttl_ms <= 0:
                     raise CommandError("ERR invalid expire time in 'set' command")
                 if option in (b"EXAT", b"PXAT"):
@@ -339,8 +313,8 @@ class CacheNode:
             elif option == b"KEEPTTL" and ttl_ms is None:
                 keep_ttl, i = True, i + 1
             else:
-                raise CommandError(_SYNTAX)
-        key = _key(args[1])
+                raise CommandError(SYNTAX_ERROR)
+        key = key_text(args[1])
         old = self.store.get(key, now) if get or compare is not None else None
         if compare is not None and old != compare:
             return resp.bulk(old) if get else resp.NULL
@@ -354,275 +328,6 @@ class CacheNode:
         if get:
             return resp.bulk(old)
         return resp.OK if done else resp.NULL
-
-    def _del(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(self.store.delete(*map(_key, args[1:]), now=self.clock.time()))
-
-    def _exists(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(self.store.exists(*map(_key, args[1:]), now=self.clock.time()))
-
-    def _expire_ms(self, key: bytes, ttl_ms: int) -> bytes:
-        return resp.integer(self.store.expire(_key(key), ttl_ms / 1000, self.clock.time()))
-
-    def _expire(self, args: list[bytes], _: _Connection) -> bytes:
-        return self._expire_ms(args[1], _ttl_ms(args[2], 1000, "expire"))
-
-    def _pexpire(self, args: list[bytes], _: _Connection) -> bytes:
-        return self._expire_ms(args[1], _ttl_ms(args[2], 1, "pexpire"))
-
-    def _persist(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(self.store.persist(_key(args[1]), self.clock.time()))
-
-    def _remaining_ms(self, key: bytes) -> int:
-        """Milliseconds left; -1 without expiry, -2 when absent (Redis's codes)."""
-        try:
-            left = self.store.ttl(_key(key), self.clock.time())
-        except KeyError:
-            return -2
-        return -1 if left is None else max(0, round(left * 1000))
-
-    def _ttl(self, args: list[bytes], _: _Connection) -> bytes:
-        ms = self._remaining_ms(args[1])
-        return resp.integer(ms if ms < 0 else (ms + 500) // 1000)
-
-    def _pttl(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(self._remaining_ms(args[1]))
-
-    def _add(self, key: bytes, amount: int) -> bytes:
-        return resp.integer(self.store.incr_by(_key(key), amount, self.clock.time()))
-
-    def _incr(self, args: list[bytes], _: _Connection) -> bytes:
-        return self._add(args[1], 1)
-
-    def _decr(self, args: list[bytes], _: _Connection) -> bytes:
-        return self._add(args[1], -1)
-
-    def _incrby(self, args: list[bytes], _: _Connection) -> bytes:
-        return self._add(args[1], _int(args[2]))
-
-    def _decrby(self, args: list[bytes], _: _Connection) -> bytes:
-        amount = _int(args[2])
-        if amount == -(2**63):
-            raise CommandError("ERR decrement would overflow")
-        return self._add(args[1], -amount)
-
-    def _mget(self, args: list[bytes], _: _Connection) -> bytes:
-        now, get = self.clock.time(), self.store.get
-        return resp.bulk_array(get(_key(key), now) for key in args[1:])
-
-    def _mset(self, args: list[bytes], _: _Connection) -> bytes:
-        if len(args) % 2 == 0:
-            raise CommandError("ERR wrong number of arguments for 'mset' command")
-        budget = self.store.max_bytes
-        if budget and any(
-            entry_cost(_key(args[i]), args[i + 1]) > budget for i in range(1, len(args), 2)
-        ):
-            raise CommandError(_OOM)  # before any write: MSET is all or nothing
-        now = self.clock.time()
-        for i in range(1, len(args), 2):
-            self.store.set(_key(args[i]), args[i + 1], now)
-        return resp.OK
-
-    def _append(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(self.store.append(_key(args[1]), args[2], self.clock.time()))
-
-    def _strlen(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(self.store.strlen(_key(args[1]), self.clock.time()))
-
-    def _getdel(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.bulk(self.store.getdel(_key(args[1]), self.clock.time()))
-
-    def _dbsize(self, args: list[bytes], _: _Connection) -> bytes:
-        return resp.integer(len(self.store))
-
-    def _flush(self, args: list[bytes], _: _Connection) -> bytes:
-        if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
-            raise CommandError(_SYNTAX)
-        self.store.flush()
-        return resp.OK
-
-    def _select(self, args: list[bytes], _: _Connection) -> bytes:
-        if _int(args[1]) != 0:
-            raise CommandError("ERR DB index is out of range")
-        return resp.OK
-
-    # A transaction's commands are queued, then run one after the other with
-    # no await in between: nothing else runs on the node until EXEC returns.
-    def _multi(self, args: list[bytes], connection: _Connection) -> bytes:
-        if connection.queued is not None:
-            raise CommandError("ERR MULTI calls can not be nested")
-        connection.queued, connection.queue_failed = [], False
-        return resp.OK
-
-    def _exec(self, args: list[bytes], connection: _Connection) -> bytes:
-        queued, failed = connection.queued, connection.queue_failed
-        if queued is None:
-            raise CommandError("ERR EXEC without MULTI")
-        connection.queued, connection.queue_failed = None, False
-        if failed:
-            raise CommandError("EXECABORT Transaction discarded because of previous errors.")
-        return resp.array([self.execute(command, connection) for command in queued])
-
-    def _discard(self, args: list[bytes], connection: _Connection) -> bytes:
-        if connection.queued is None:
-            raise CommandError("ERR DISCARD without MULTI")
-        connection.queued, connection.queue_failed = None, False
-        return resp.OK
-
-    def _quit(self, args: list[bytes], connection: _Connection) -> bytes:
-        connection.closing = True
-        return resp.OK
-
-    def _hello(self, args: list[bytes], connection: _Connection) -> bytes:
-        """Protocol 2 or 3: redis-py 8 opens with ``HELLO 3`` and does not fall
-        back, so both are served. In RESP3 the replies here are RESP2's but
-        for maps (HELLO, CONFIG GET), which every RESP3 client reads alike."""
-        if len(args) > 1:
-            try:
-                version = int(args[1])
-            except ValueError:
-                raise CommandError(
-                    "ERR Protocol version is not an integer or out of range"
-                ) from None
-            if version not in (2, 3):
-                raise CommandError("NOPROTO unsupported protocol version")
-            i = 2
-            while i < len(args):
-                if args[i].upper() == b"SETNAME" and i + 1 < len(args):
-                    self._client([b"CLIENT", b"SETNAME", args[i + 1]], connection)
-                    i += 2
-                else:
-                    raise CommandError(_SYNTAX)
-            connection.resp3 = version == 3
-        fields = [
-            (b"server", resp.bulk(b"redis")),
-            (b"version", resp.bulk(VERSION.encode())),
-            (b"proto", resp.integer(3 if connection.resp3 else 2)),
-            (b"id", resp.integer(id(connection) & 0xFFFFFFFF)),
-            (b"mode", resp.bulk(b"standalone")),
-            (b"role", resp.bulk(b"master")),
-            (b"modules", resp.EMPTY_ARRAY),
-        ]
-        return resp.mapping(((resp.bulk(k), v) for k, v in fields), connection.resp3)
-
-    def _client(self, args: list[bytes], connection: _Connection) -> bytes:
-        sub = args[1].lower()
-        if sub == b"setname" and len(args) == 3:
-            if any(c <= 32 or c > 126 for c in args[2]):
-                raise CommandError(
-                    "ERR Client names cannot contain spaces, newlines or special characters."
-                )
-            connection.name = args[2]
-            return resp.OK
-        if sub == b"getname" and len(args) == 2:
-            return resp.bulk(connection.name or None)
-        if sub == b"setinfo" and len(args) == 4:
-            return resp.OK
-        if sub == b"id" and len(args) == 2:
-            return resp.integer(id(connection) & 0xFFFFFFFF)
-        raise CommandError(_unknown_subcommand(args, "CLIENT"))
-
-    def _config(self, args: list[bytes], connection: _Connection) -> bytes:
-        if args[1].lower() != b"get" or len(args) < 3:
-            raise CommandError(_unknown_subcommand(args, "CONFIG"))
-        settings = {
-            "maxmemory": str(self.store.max_bytes),
-            "maxmemory-policy": self.store.policy,
-            "save": "",
-            "appendonly": "no",
-            "databases": "1",
-        }
-        found: dict[str, str] = {}
-        for pattern in args[2:]:
-            text = pattern.decode("latin-1").lower()
-            found.update((k, v) for k, v in settings.items() if fnmatchcase(k, text))
-        pairs = ((resp.bulk(k.encode()), resp.bulk(v.encode())) for k, v in found.items())
-        return resp.mapping(pairs, connection.resp3)
-
-    def _command(self, args: list[bytes], _: _Connection) -> bytes:
-        sub = args[1].lower() if len(args) > 1 else b""
-        if sub == b"count":
-            return resp.integer(len(self._table))
-        if sub == b"docs":
-            # Clients use the docs for hints only; none is fine.
-            return resp.EMPTY_ARRAY
-        if sub in (b"", b"info"):
-            names = list(self._table) if not sub else [a.lower() for a in args[2:]]
-            return resp.array(self._command_info(name) for name in names)
-        raise CommandError(_unknown_subcommand(args, "COMMAND"))
-
-    def _command_info(self, name: bytes) -> bytes:
-        entry = self._table.get(name)
-        if entry is None:
-            return resp.NULL_ARRAY
-        arity = entry[0]
-        keyed = name not in _KEYLESS
-        last = -1 if arity < 0 and name in (b"del", b"exists", b"mget") else 1
-        return resp.array(
-            [
-                resp.bulk(name),
-                resp.integer(arity),
-                resp.EMPTY_ARRAY,
-                resp.integer(1 if keyed else 0),
-                resp.integer(last if keyed else 0),
-                resp.integer((2 if name == b"mset" else 1) if keyed else 0),
-                # Redis 7's ACL categories, tips, key specs and subcommands: none here.
-                *[resp.EMPTY_ARRAY] * 4,
-            ]
-        )
-
-    def _info(self, args: list[bytes], _: _Connection) -> bytes:
-        wanted = {a.decode("latin-1").lower() for a in args[1:]}
-        if not wanted or wanted & {"all", "everything", "default"}:
-            wanted = {"server", "clients", "memory", "stats", "keyspace"}
-        stats = self.store.stats
-        sections = {
-            "server": {
-                "redis_version": VERSION,
-                "redis_mode": "standalone",
-                "sysdesign_node": "1",
-                "process_id": os.getpid(),
-                "tcp_port": self.port,
-                "uptime_in_seconds": int(self.clock.monotonic() - self._started),
-            },
-            "clients": {"connected_clients": len(self._connections)},
-            "memory": {
-                "used_memory": stats.used_bytes,
-                "maxmemory": self.store.max_bytes,
-                "maxmemory_policy": self.store.policy,
-            },
-            "stats": {
-                "total_connections_received": self.connections_received,
-                "total_commands_processed": self.commands_processed,
-                "keyspace_hits": stats.hits,
-                "keyspace_misses": stats.misses,
-                "evicted_keys": stats.evictions,
-                "expired_keys": stats.expirations,
-            },
-            # Redis lists a database only when it holds keys.
-            # expires and avg_ttl are not tracked by the store; reported as 0.
-            "keyspace": {"db0": f"keys={stats.keys},expires=0,avg_ttl=0"} if stats.keys else {},
-        }
-        lines: list[str] = []
-        for title, fields in sections.items():
-            if title in wanted:
-                if lines:
-                    lines.append("")
-                lines.append(f"# {title.capitalize()}")
-                lines.extend(f"{k}:{v}" for k, v in fields.items())
-        return resp.bulk("\r\n".join(lines).encode() + (b"\r\n" if lines else b""))
-
-
-_KEYLESS = frozenset(
-    b"ping echo dbsize flushdb flushall info config command client select quit "
-    b"multi exec discard".split()
-)
-_TRANSACTION = frozenset((b"multi", b"exec", b"discard", b"quit"))
-
-
-def _unknown_subcommand(args: list[bytes], command: str) -> str:
-    sub = args[1][:128].decode("utf-8", "replace") if len(args) > 1 else ""
-    return f"ERR unknown subcommand '{sub}'. Try {command} HELP."
 
 
 async def _serve(node: CacheNode) -> None:
