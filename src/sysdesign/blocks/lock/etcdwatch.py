@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 import orjson
 
-from sysdesign.blocks.lock.etcdapi import (
+from sysdesign.blocks.lock.etcdtypes import (
     UNAVAILABLE,
     Bytes,
     EtcdCompacted,

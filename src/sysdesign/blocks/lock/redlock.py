@@ -48,94 +48,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import random
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
-from urllib.parse import urlsplit
-
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sysdesign.blocks.lock.base import LeaseLost, LockError, LockTimeout, LockUnavailable
 from sysdesign.blocks.lock.locks import Held, Lease, check_request, default_owner, kept
+from sysdesign.blocks.lock.redlockservers import (
+    DEFAULT_TIMEOUT,
+    NoAnswer,
+    RedlockServer,
+    answered,
+    decoded,
+    granted,
+    ms,
+    on_each,
+    open_server,
+    server_urls,
+    unavailable,
+)
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.errors import ConfigurationError
-from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
+from sysdesign.platform.redisurl import redact
 
-DEFAULT_TIMEOUT = 0.1  # seconds per server: small against any sensible TTL
-RETRY_DELAY = 0.05  # seconds, on average, between attempts (randomised: see _pause)
-CONNECTIONS_PER_SERVER = 32
-_LUA = files("sysdesign.blocks.lock").joinpath("lua")
-SCRIPTS = {
-    op: _LUA.joinpath(f"redlock_{op}.lua").read_text("utf-8")
-    for op in ("acquire", "fence", "extend", "release")
-}
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
-_UNAVAILABLE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+__all__ = ["DEFAULT_TIMEOUT", "RETRY_DELAY", "Redlock", "drift", "server_urls"]
+
+RETRY_DELAY = 0.05  # seconds, on average, between attempts (randomised: see acquire)
 
 
 def drift(ttl: float) -> float:
     """The clock-drift allowance for a TTL, in seconds: 1% plus 2 ms."""
     return ttl * 0.01 + 0.002
-
-
-@dataclass
-class _Server:
-    label: str  # the URL without password, for messages
-    client: Redis
-    scripts: dict[str, AsyncScript]
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """A server that did not answer one step, and why."""
-
-    server: str
-    reason: str
-
-
-def server_urls(url: str) -> tuple[list[str], str, float]:
-    """``(one redis:// URL per server, prefix, per-server timeout)`` from a
-    ``redlock://`` URL. ``ConfigurationError`` for fewer than three servers,
-    the same server twice, or a bad option."""
-    plain, prefix, timeout = split_options(
-        url, what="redlock URL", prefix="sysdesign", timeout=DEFAULT_TIMEOUT
-    )
-    parts = urlsplit(plain)
-    if parts.scheme != "redlock":
-        raise ConfigurationError(f"redlock URL must start with redlock://, not {redact(url)}")
-    if not prefix:
-        raise ConfigurationError(f"redlock URL: empty prefix in {redact(url)}")
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    query = f"?{parts.query}" if parts.query else ""
-    urls, seen = [], set()
-    for host in hosts.split(","):
-        host = host.strip()
-        try:
-            where = urlsplit(f"redis://{host}")
-            address = (where.hostname, where.port or 6379)
-        except ValueError:
-            address = (None, 0)
-        if not host or address[0] is None:
-            raise ConfigurationError(f"redlock URL: a bad host {host!r} in {redact(url)}")
-        if address in seen:
-            raise ConfigurationError(f"redlock URL: {host} is listed twice in {redact(url)}")
-        seen.add(address)
-        urls.append(f"redis://{userinfo}{at}{host}{parts.path}{query}")
-    if len(urls) < 3:
-        raise ConfigurationError(
-            f"redlock URL: Redlock needs at least 3 independent servers, not {len(urls)}, "
-            f"in {redact(url)}"
-        )
-    return urls, prefix, timeout
 
 
 class Redlock:
@@ -167,7 +112,7 @@ class Redlock:
         self.owner = owner or default_owner()
         self.clock: Clock = clock or SystemClock()
         self.quorum = len(self._urls) // 2 + 1
-        self._servers: list[_Server] = []
+        self._servers: list[RedlockServer] = []
 
     @classmethod
     def from_url(cls, url: str, *, owner: str | None = None, clock: Clock | None = None) -> Redlock:
@@ -191,15 +136,7 @@ class Redlock:
         fewer than a majority answer (``close`` it either way)."""
         if not self._servers:
             for url in self._urls:
-                try:
-                    pool = fail_fast_pool(
-                        url, timeout=self._timeout, max_connections=CONNECTIONS_PER_SERVER
-                    )
-                except ValueError as exc:
-                    raise ConfigurationError(f"redlock server {redact(url)}: {exc}") from None
-                client = Redis.from_pool(pool)
-                scripts = {op: client.register_script(text) for op, text in SCRIPTS.items()}
-                self._servers.append(_Server(redact(url), client, scripts))
+                self._servers.append(open_server(url, self._timeout))
         await self.ping()
 
     async def close(self) -> None:
@@ -249,10 +186,10 @@ class Redlock:
         lock_key, fence_key = self.keys(name)
         started = self.clock.monotonic()
         replies = await self._each(
-            lambda s: s.scripts["acquire"](keys=[lock_key, fence_key], args=[value, _ms(ttl)])
+            lambda s: s.scripts["acquire"](keys=[lock_key, fence_key], args=[value, ms(ttl)])
         )
         self._majority_answered(replies)
-        took = [(s, int(r)) for s, r in zip(self._servers, replies, strict=True) if _took(r)]
+        took = [(s, int(r)) for s, r in zip(self._servers, replies, strict=True) if granted(r)]
         if len(took) < self.quorum:
             return None
         token = max(counter for _, counter in took) + 1
@@ -296,13 +233,13 @@ class Redlock:
         lock_key, _ = self.keys(lease.name)
         started = self.clock.monotonic()
         replies = await self._each(
-            lambda s: s.scripts["extend"](keys=[lock_key], args=[lease.ticket_id, _ms(seconds)])
+            lambda s: s.scripts["extend"](keys=[lock_key], args=[lease.ticket_id, ms(seconds)])
         )
         extended = sum(1 for r in replies if r == 1)
         validity = seconds - (self.clock.monotonic() - started) - drift(seconds)
         if extended >= self.quorum and validity > 0:
             return dataclasses.replace(lease, ttl=seconds, expires_at=self.clock.time() + validity)
-        failed = sum(1 for r in replies if isinstance(r, _Failed))
+        failed = sum(1 for r in replies if isinstance(r, NoAnswer))
         if validity > 0 and extended + failed >= self.quorum:
             raise self._unavailable(replies)  # the silent servers would decide
         with contextlib.suppress(Exception):
@@ -316,7 +253,7 @@ class Redlock:
         deleted = sum(1 for r in replies if r == 1)
         if deleted >= self.quorum:
             return True
-        failed = sum(1 for r in replies if isinstance(r, _Failed))
+        failed = sum(1 for r in replies if isinstance(r, NoAnswer))
         if self.clock.time() < lease.expires_at and deleted + failed >= self.quorum:
             raise self._unavailable(replies)  # the silent servers would decide
         return False
@@ -328,7 +265,7 @@ class Redlock:
         lock_key, fence_key = self.keys(name)
         replies = await self._each(lambda s: s.client.mget(lock_key, fence_key))
         self._majority_answered(replies)
-        answers = [(r[0], int(r[1] or 0)) for r in replies if not isinstance(r, _Failed)]
+        answers = [(r[0], int(r[1] or 0)) for r in replies if not isinstance(r, NoAnswer)]
         values = Counter(value for value, _ in answers if value is not None)
         if not values:
             return None
@@ -336,7 +273,7 @@ class Redlock:
         if count < self.quorum:
             return None
         token = max(fence for v, fence in answers if v == value)
-        return _text(value).split(" ", 1)[1], token
+        return decoded(value).split(" ", 1)[1], token
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -357,53 +294,17 @@ class Redlock:
 
     async def _each(
         self,
-        call: Callable[[_Server], Awaitable[Any]],
-        servers: Sequence[_Server] | None = None,
+        call: Callable[[RedlockServer], Awaitable[Any]],
+        servers: Sequence[RedlockServer] | None = None,
     ) -> list[Any]:
-        """``call`` on every server (or ``servers``) at once: each reply, or
-        ``_Failed`` for a server that did not answer within its timeout.
-        ``LockError`` for an error reply that is not about availability."""
+        """``call`` on every server (or ``servers``) at once: see ``on_each``."""
         if not self._servers:
             raise LockError("the redlock is not connected")
-
-        async def one(server: _Server) -> Any:
-            try:
-                return await call(server)
-            except (RedisError, OSError) as exc:
-                reason = " ".join(str(exc).split()) or exc.__class__.__name__
-                if isinstance(exc, _UNAVAILABLE) or (
-                    isinstance(exc, ResponseError) and reason.startswith(_UNAVAILABLE_REPLIES)
-                ):
-                    return _Failed(server.label, reason)
-                return LockError(f"redis at {server.label} refused: {reason}")
-
-        targets = self._servers if servers is None else servers
-        replies = await asyncio.gather(*(one(s) for s in targets))
-        for reply in replies:
-            if isinstance(reply, LockError):
-                raise reply
-        return replies
+        return await on_each(self._servers if servers is None else servers, call)
 
     def _majority_answered(self, replies: Sequence[Any]) -> None:
-        if sum(1 for r in replies if not isinstance(r, _Failed)) < self.quorum:
+        if answered(replies) < self.quorum:
             raise self._unavailable(replies)
 
     def _unavailable(self, replies: Sequence[Any]) -> LockUnavailable:
-        failed = [r for r in replies if isinstance(r, _Failed)]
-        reasons = "; ".join(f"{f.server}: {f.reason}" for f in failed)
-        return LockUnavailable(
-            f"redlock: {len(replies) - len(failed)} of {len(replies)} servers answered, "
-            f"{self.quorum} needed ({reasons})"
-        )
-
-
-def _took(reply: Any) -> bool:
-    return not isinstance(reply, _Failed) and int(reply) >= 0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
+        return unavailable(replies, self.quorum)
