@@ -126,9 +126,10 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 
 
 async def test_migrations_apply_and_are_idempotent(migrated: Database) -> None:
-    assert await current_revisions(migrated) == ["0002_inbox"]
+    heads = ["0002_inbox", "shortener_0001"]  # the platform's, then each system's branch
+    assert sorted(await current_revisions(migrated)) == heads
     await migrate(migrated)  # a second run is a no-op
-    assert await current_revisions(migrated) == ["0002_inbox"]
+    assert sorted(await current_revisions(migrated)) == heads
 
 
 async def test_unit_of_work_commits_state_and_event_together(migrated: Database) -> None:
@@ -180,7 +181,7 @@ async def test_migrate_all_covers_every_shard(tmp_path: Path) -> None:
     try:
         await migrate_all(router)
         for db in router.shards:
-            assert await current_revisions(db) == ["0002_inbox"]
+            assert sorted(await current_revisions(db)) == ["0002_inbox", "shortener_0001"]
     finally:
         await router.dispose()
 
@@ -210,7 +211,9 @@ def _schema_drift(connection: object) -> list:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    import sysdesign.platform.tables  # noqa: F401  (every platform table on the metadata)
+    # Every table the migrations create: the platform's and each system's.
+    import sysdesign.platform.tables
+    import sysdesign.systems.shortener.store  # noqa: F401
     from sysdesign.platform.db import metadata
 
     context = MigrationContext.configure(connection, opts={"compare_type": True})

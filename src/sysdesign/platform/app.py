@@ -175,6 +175,12 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Mount(ASSETS_PATH, app=StaticFiles(directory=docs_assets_dir()), name="assets"),
     ]
+    # A system may add routes at the root (the shortener's /s/{code}: short URLs must
+    # be short) with ``root_routes(platform, app)`` beside its ``create_app``.
+    for spec in systems:
+        contribute = getattr(spec.load(), "root_routes", None)
+        if contribute is not None:
+            routes += contribute(platform, mounted[spec.name])
     routes += [Mount(f"/{name}", app=app, name=name) for name, app in mounted.items()]
     if only is None:
         for spec in SYSTEMS:
