@@ -13,16 +13,23 @@ the same work and lets the app come from an ordinary fixture on ``tmp_path``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import contextlib
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 
 import pytest
+import schemathesis
 from hypothesis import given, settings
 from schemathesis import AuthContext, Case, CheckContext, GenerationMode, Response
 from schemathesis import checks as st
 from schemathesis.core.result import Err
+from schemathesis.python import asgi
 from schemathesis.schemas import APIOperation, BaseSchema
 
+from sysdesign.platform.app import create_app
+from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.http import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from tests.conftest import make_settings
 
 # Per operation and per mode: 7 operations x 2 modes x 50 runs in about 6 s.
 MAX_EXAMPLES = 50
@@ -111,6 +118,22 @@ def bearer(token: Callable[[Case], str]) -> type:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
     return Bearer
+
+
+@contextlib.contextmanager
+def signed_in_schema(tmp_path: Path, clock: ManualClock, service: str) -> Iterator[BaseSchema]:
+    """The OpenAPI document of ``/<service>`` on a fresh app, every operation
+    sent with a valid access token (services check a token's signature and
+    expiry, not the database), and no gateway limits: one fuzzing user sends
+    far more than a person would."""
+    app = create_app(make_settings(tmp_path, ratelimit_enabled=False), clock=clock)
+    schema = schemathesis.openapi.from_asgi(f"/{service}/openapi.json", app)
+    token = app.state.platform.tokens.issue(user_id=1, session_id=1)
+    schema.auth()(bearer(lambda case: token))
+    try:
+        yield schema
+    finally:
+        asgi.shutdown_lifespans()
 
 
 def _fuzz(

@@ -9,20 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import schemathesis
 from schemathesis import Case, GenerationMode, Response
-from schemathesis.python import asgi
 from schemathesis.schemas import BaseSchema
 
-from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
-from tests.conftest import make_settings
 from tests.fuzzing import (
-    bearer,
     checks,
     fuzz_every_operation,
     positive_data_accepted,
     problem_documents,
+    signed_in_schema,
 )
 
 # 404 (no such key, or not a cluster), 409 (incr on a value another case left
@@ -38,15 +34,8 @@ KNOWN_SCHEMA_GAPS = {("xx", "conflict")}
 
 @pytest.fixture
 def cache_schema(tmp_path: Path, clock: ManualClock) -> Iterator[BaseSchema]:
-    # No gateway limits: one fuzzing user sends far more than a person would.
-    app = create_app(make_settings(tmp_path, ratelimit_enabled=False), clock=clock)
-    schema = schemathesis.openapi.from_asgi("/cache/openapi.json", app)
-    # A valid access token: the service checks a token's signature and expiry,
-    # not the database.
-    token = app.state.platform.tokens.issue(user_id=1, session_id=1)
-    schema.auth()(bearer(lambda case: token))
-    yield schema
-    asgi.shutdown_lifespans()
+    with signed_in_schema(tmp_path, clock, "cache") as schema:
+        yield schema
 
 
 def _past_int64(case: Case) -> bool:

@@ -7,20 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import schemathesis
 from schemathesis import Case, GenerationMode, Response
-from schemathesis.python import asgi
 from schemathesis.schemas import BaseSchema
 
-from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
-from tests.conftest import make_settings
 from tests.fuzzing import (
-    bearer,
     checks,
     fuzz_every_operation,
     positive_data_accepted,
     problem_documents,
+    signed_in_schema,
 )
 
 # 409 (busy, or a name used as another kind of lock) and 410 (a lease that is
@@ -54,12 +50,8 @@ def no_waiting(case: Case) -> None:
 
 @pytest.fixture
 def locks_schema(tmp_path: Path, clock: ManualClock) -> Iterator[BaseSchema]:
-    app = create_app(make_settings(tmp_path, ratelimit_enabled=False), clock=clock)
-    schema = schemathesis.openapi.from_asgi("/locks/openapi.json", app)
-    token = app.state.platform.tokens.issue(user_id=1, session_id=1)
-    schema.auth()(bearer(lambda case: token))
-    yield schema
-    asgi.shutdown_lifespans()
+    with signed_in_schema(tmp_path, clock, "locks") as schema:
+        yield schema
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
