@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from itertools import islice
 from typing import Any, TypeVar
 
 from sysdesign.blocks.cache.base import Cache, CacheStats, CacheUnavailable
@@ -200,7 +201,8 @@ class ClusterCache(Cache):
                     member.flush_on_return = False
                     member.hints.clear()
                 while member.hints and not member.flush_on_return:
-                    batch = list(member.hints)[:500]
+                    # The oldest 500, without copying every hint for each batch.
+                    batch = list(islice(member.hints, 500))
                     await member.cache.delete(*batch)
                     for key in batch:
                         member.hints.pop(key, None)
