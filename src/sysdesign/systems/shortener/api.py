@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sysdesign.platform.accounts.security import Principal, current_user
 from sysdesign.platform.http import Page, PageRequest, Problem, ProblemDetail, page_request
 from sysdesign.platform.service_app import create_service_app
-from sysdesign.systems.shortener import domain
+from sysdesign.systems.shortener import domain, stats_api, web, workers
 from sysdesign.systems.shortener.domain import Link, LinkInvalid
 from sysdesign.systems.shortener.service import AliasTaken, LinkNotFound, LinkService, NewLink
 
@@ -186,7 +186,11 @@ def create_app(platform: Platform, service: LinkService) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await platform.connect_queue()  # visit events; start() connects it only with the relay
-        yield
+        consumers = await workers.start(platform)
+        try:
+            yield
+        finally:
+            await workers.stop(consumers)
 
     app = create_service_app(
         platform, name="shortener", title="URL shortener", description=DESCRIPTION,
@@ -264,4 +268,6 @@ def create_app(platform: Platform, service: LinkService) -> FastAPI:
         await service.delete(user.user_id, code)
         return Response(status_code=204)
 
+    stats_api.install(app, platform, service)
+    web.install(app, platform, service)
     return app

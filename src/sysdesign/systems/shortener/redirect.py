@@ -53,6 +53,8 @@ def redirect_routes(service: LinkService) -> list[Route]:
             "at_ms": now_ms,
             "referrer": request.headers.get("referer"),
             "user_agent": request.headers.get("user-agent"),
+            # Analytics turns it into a country and does not keep it.
+            "ip": request.client.host if request.client else None,
         }
         if link.max_visits is not None:
             if not await service.count_limited_visit(link_id, code, visit):

@@ -15,6 +15,8 @@ collations compare case-insensitively, and ``abc`` and ``ABC`` are two codes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -146,6 +148,22 @@ async def insert_link(conn: AsyncConnection, link: Link) -> None:
     """Raises ``sqlalchemy.exc.IntegrityError`` when the code is taken."""
     await conn.execute(links_table.insert().values(**_values(link)))
     await _insert_tags(conn, link.id, link.owner_id, link.tags)
+
+
+async def insert_links(conn: AsyncConnection, links: Sequence[Link]) -> None:
+    """Insert many links (and their tags) in one statement each: executemany.
+    Raises ``IntegrityError`` when any code is taken; the caller's transaction
+    then holds none of them."""
+    if not links:
+        return
+    await conn.execute(links_table.insert(), [_values(link) for link in links])
+    tags = [
+        {"link_id": link.id, "tag": t, "owner_id": link.owner_id}
+        for link in links
+        for t in link.tags
+    ]
+    if tags:
+        await conn.execute(link_tags_table.insert(), tags)
 
 
 async def _insert_tags(conn: AsyncConnection, link_id: int, owner_id: int, tags: list[str]) -> None:
