@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     ratelimit_enabled: bool = True  # the gateway applies the rate-limit rules to every request
     ratelimit_rules: Path | None = None  # a YAML rules file; None: the built-in defaults
     ratelimit_reload_seconds: float = Field(default=2.0, gt=0)
+    # Comma-separated e-mails of the accounts that may act as admins (block links...).
+    admin_emails: str = ""
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.admin_emails.split(",") if e.strip())
 
     @field_validator("log_format")
     @classmethod

@@ -12,6 +12,7 @@ transactions did not overlap (one key's events, written one change at a time).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,25 @@ async def add_event(
         )
     )
     return event_id
+
+
+async def add_events(
+    conn: AsyncConnection,
+    topic: str,
+    events: Sequence[tuple[int, Any, str | None]],
+    created_at_ms: int,
+) -> None:
+    """Insert many events of one topic (``(event_id, payload, key)`` each) in one
+    executemany, in the caller's transaction."""
+    if not topic:
+        raise ValueError("an outbox event needs a topic")
+    if events:
+        rows = [
+            {"id": event_id, "topic": topic, "key": key, "payload": orjson.dumps(payload),
+             "headers": None, "created_at": created_at_ms}
+            for event_id, payload, key in events
+        ]  # fmt: skip
+        await conn.execute(outbox_table.insert(), rows)
 
 
 async def fetch_pending(

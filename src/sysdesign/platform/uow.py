@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -80,3 +80,12 @@ class UnitOfWork:
         )
         self.emitted.append(event_id)
         return event_id
+
+    async def emit_many(self, topic: str, events: Sequence[tuple[Any, str | None]]) -> list[int]:
+        """Write many events of one topic (``(payload, key)`` each) to the outbox in
+        this transaction, in one statement; returns their ids."""
+        batch = [(self._ids.next_id(), payload, key) for payload, key in events]
+        await outbox.add_events(self.conn, topic, batch, int(self.clock.time() * 1000))
+        ids = [event_id for event_id, _, _ in batch]
+        self.emitted.extend(ids)
+        return ids

@@ -24,7 +24,18 @@ def two_shards(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def app(tmp_path: Path, clock: ManualClock) -> Starlette:
+def analytics() -> bool:
+    """Whether the app runs the analytics consumer: parametrize ``analytics`` to turn it on."""
+    return False
+
+
+@pytest.fixture
+def app(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, analytics: bool
+) -> Starlette:
+    # The analytics consumer writes to the shards; off unless asked for, for the
+    # same reason as the relay.
+    monkeypatch.setenv("SYSDESIGN_SHORTENER_ANALYTICS", "1" if analytics else "0")
     settings = make_settings(
         tmp_path,
         database_url=two_shards(tmp_path),
@@ -79,3 +90,17 @@ async def shorten(client: httpx.AsyncClient, headers: Headers, **body: Any) -> d
     response = await client.post("/shortener/v1/links", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@pytest.fixture
+async def engine_platform(
+    database_url: str, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Platform]:
+    settings = make_settings(
+        tmp_path, database_url=database_url, auto_migrate=True, outbox_relay=False
+    )
+    platform = Platform(settings, clock=clock)
+    await platform.start()
+    await platform.connect_queue()
+    yield platform
+    await platform.close()

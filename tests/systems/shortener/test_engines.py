@@ -6,30 +6,12 @@ collations would make them one)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.context import Platform
 from sysdesign.systems.shortener import policy_for
 from sysdesign.systems.shortener.service import AliasTaken, CodeAllocator, LinkService, NewLink
-from tests.conftest import make_settings
-
-
-@pytest.fixture
-async def engine_platform(
-    database_url: str, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[Platform]:
-    settings = make_settings(
-        tmp_path, database_url=database_url, auto_migrate=True, outbox_relay=False
-    )
-    platform = Platform(settings, clock=clock)
-    await platform.start()
-    await platform.connect_queue()
-    yield platform
-    await platform.close()
 
 
 async def test_allocators_take_disjoint_blocks(engine_platform: Platform) -> None:

@@ -174,16 +174,20 @@ class CacheAside:
         # Shielded: a waiter that gives up does not cancel the load the others await.
         return await asyncio.shield(flight.task)
 
-    async def invalidate(self, key: str) -> None:
-        """Forget ``key`` here and in the cache; a load of it running now
-        still answers its waiters but caches nothing. Raises the cache's
-        error when the delete fails (the cache may then keep the old value)."""
+    async def invalidate(self, *keys: str) -> None:
+        """Forget ``keys`` here and in the cache (one delete); a load of one
+        running now still answers its waiters but caches nothing. Raises the
+        cache's error when the delete fails (the cache may then keep the old
+        value)."""
+        if not keys:
+            return
         self._invalidations += 1
-        self._near.pop(key, None)
-        flight = self._flights.pop(key, None)
-        if flight is not None:
-            flight.invalidated = True
-        await self._cache.delete(key)
+        for key in keys:
+            self._near.pop(key, None)
+            flight = self._flights.pop(key, None)
+            if flight is not None:
+                flight.invalidated = True
+        await self._cache.delete(*keys)
 
     async def drain(self) -> None:
         """Wait for the loads and refreshes running now to end."""

@@ -35,6 +35,7 @@ is consumed.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,3 +159,21 @@ class RateLimitStore(ABC):
     @abstractmethod
     async def reset(self, key: str) -> None:
         """Forget everything counted for ``key`` under every algorithm."""
+
+
+async def hit_many_or_fallback(
+    store: RateLimitStore, fallback: RateLimitStore, hits: Sequence[Hit]
+) -> list[Decision]:
+    """``store.hit_many(hits)``, or the same on ``fallback`` (a per-process
+    store) while ``store`` is unavailable."""
+    try:
+        return await store.hit_many(hits)
+    except StoreUnavailable:
+        return await fallback.hit_many(hits)
+
+
+def retry_after_seconds(refused: Sequence[Decision]) -> int:
+    """Whole seconds until every refused limit could admit again (at least 1),
+    for a ``Retry-After`` header."""
+    waits = [math.ceil(d.retry_after) for d in refused if math.isfinite(d.retry_after)]
+    return max(1, max(waits, default=1))

@@ -11,15 +11,14 @@ per-process store.
 
 from __future__ import annotations
 
-import math
-
 from sysdesign.blocks.ratelimit.base import (
     Algorithm,
-    Decision,
     Hit,
     Limit,
     RateLimitStore,
     StoreUnavailable,
+    hit_many_or_fallback,
+    retry_after_seconds,
 )
 from sysdesign.platform.http import Problem
 
@@ -53,13 +52,10 @@ class LoginThrottle:
             Hit(Algorithm.SLIDING_LOG, self._email_key(email), self.per_email),
             Hit(Algorithm.SLIDING_LOG, self._ip_key(ip), self.per_ip),
         ]
-        try:
-            decisions = await self.store.hit_many(hits)
-        except StoreUnavailable:
-            decisions = await self.fallback.hit_many(hits)
+        decisions = await hit_many_or_fallback(self.store, self.fallback, hits)
         refused = [d for d in decisions if not d.allowed]
         if refused:
-            wait = _wait(refused)
+            wait = retry_after_seconds(refused)
             raise Problem(
                 429,
                 f"Too many failed logins; try again in {wait} seconds",
@@ -76,7 +72,3 @@ class LoginThrottle:
                 await store.refund(self._ip_key(ip))
             except StoreUnavailable:
                 continue
-
-
-def _wait(refused: list[Decision]) -> int:
-    return max(1, max(math.ceil(d.retry_after) for d in refused if math.isfinite(d.retry_after)))

@@ -1,51 +1,51 @@
 """Scenario 8, the URL shortener: short codes without collisions, cached redirects.
 
-``/shortener/v1`` manages a signed-in owner's links; ``/s/{code}`` on the
-root app redirects (``root_routes``: short URLs must be short). Built so far:
-the links core (codes, aliases, validation, expiry, visit limits, cached
-redirects, visit events). Not yet: the analytics consumer and stats, QR
-codes, the web page, bulk import, API keys, admin disable, per-user limits,
-the benchmark.
+``/shortener/v1`` manages an owner's links (bearer token or API key), in
+bulk and as CSV too, with QR codes and visit statistics; ``/s/{code}`` on
+the root app redirects (``root_routes``: short URLs must be short), asking
+for the password of a protected link; ``/shortener/`` is a small web page.
 
-Configuration: ``SYSDESIGN_SHORTENER_BLOCKED_DOMAINS``, a comma-separated list
-of domains (with their subdomains) links may not point to.
+Configuration: ``config.ShortenerConfig`` (``SYSDESIGN_SHORTENER_*``), and
+``SYSDESIGN_ADMIN_EMAILS`` for the accounts that may block links.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
-
-from sysdesign.systems.shortener.domain import TargetPolicy
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.routing import BaseRoute
 
     from sysdesign.platform.context import Platform
-
-BLOCKED_DOMAINS_ENV = "SYSDESIGN_SHORTENER_BLOCKED_DOMAINS"
+    from sysdesign.systems.shortener.domain import TargetPolicy
 
 
 def policy_for(platform: Platform) -> TargetPolicy:
-    """Own hosts from ``public_url``; blocked domains from the environment."""
-    from urllib.parse import urlsplit
+    """Where links may point, from the settings and the environment."""
+    from sysdesign.systems.shortener.config import ShortenerConfig
 
-    own = set()
-    if platform.settings.public_url:
-        host = urlsplit(platform.settings.public_url).hostname
-        if host:
-            own.add(host.lower())
-    raw = os.environ.get(BLOCKED_DOMAINS_ENV, "")
-    blocked = {d.strip().lower().strip(".") for d in raw.split(",") if d.strip()}
-    return TargetPolicy(frozenset(own), frozenset(blocked))
+    return ShortenerConfig.from_env().policy(platform.settings.public_url)
 
 
 def create_app(platform: Platform) -> FastAPI:
+    from sysdesign.blocks.ratelimit.memory import MemoryRateLimitStore
     from sysdesign.systems.shortener.api import create_app as build
+    from sysdesign.systems.shortener.apikeys import ApiKeys
+    from sysdesign.systems.shortener.config import ShortenerConfig
+    from sysdesign.systems.shortener.limits import CreationLimiter
     from sysdesign.systems.shortener.service import LinkService
 
-    return build(platform, LinkService(platform, policy_for(platform)))
+    config = ShortenerConfig.from_env()
+    limiter = CreationLimiter(
+        platform.ratelimit_store,
+        MemoryRateLimitStore(platform.clock),
+        per_user=config.per_user,
+        per_ip=config.per_ip,
+        per_anonymous_ip=config.per_anonymous_ip,
+    )
+    service = LinkService(platform, config.policy(platform.settings.public_url), limiter)
+    return build(platform, service, config, ApiKeys(platform))
 
 
 def root_routes(platform: Platform, app: FastAPI) -> list[BaseRoute]:

@@ -234,6 +234,18 @@ def validate_tags(tags: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 4, 128
+
+
+def validate_link_password(password: str) -> str:
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise LinkInvalid(
+            "password",
+            f"a link password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters",
+        )
+    return password
+
+
 def validate_limits(
     now_ms: int, expires_at_ms: int | None, max_visits: int | None, *, creating: bool
 ) -> None:
@@ -255,6 +267,11 @@ class Redirect:
     enabled: bool
     expires_at_ms: int | None
     max_visits: int | None
+    password_hash: str | None = None
+
+    @property
+    def protected(self) -> bool:
+        return self.password_hash is not None
 
     def expired(self, now_ms: int) -> bool:
         return self.expires_at_ms is not None and now_ms >= self.expires_at_ms
@@ -288,6 +305,9 @@ class Link:
     created_at_ms: int
     updated_at_ms: int
     tags: list[str] = field(default_factory=list)
+    password_hash: str | None = None
+    blocked: bool = False  # by an admin: the owner cannot undo it
+    blocked_reason: str | None = None
 
     def redirect(self) -> Redirect:
         return Redirect(
@@ -295,7 +315,8 @@ class Link:
             self.target,
             self.redirect_status,
             self.forward_query,
-            self.enabled,
+            self.enabled and not self.blocked,
             self.expires_at_ms,
             self.max_visits,
+            self.password_hash,
         )

@@ -7,7 +7,11 @@ Answers:
   on a 301 keeps browsers from remembering it forever (a link may change).
 - 410 with a small HTML page when the link has expired or has had its
   ``max_visits``.
-- 404 with a small HTML page for an unknown or disabled code.
+- 404 with a small HTML page for an unknown, disabled or blocked code.
+- For a link with a password: a small form (200) that posts the password to
+  the same address; the right one redirects (303), a wrong one shows the
+  form again (401). Wrong guesses are limited per link and address
+  (``PASSWORD_GUESSES``), counted on the ratelimit store.
 
 A cached link makes no database query (``LinkService.resolve``); a link
 with ``max_visits`` makes one conditional UPDATE per visit (why: see
@@ -16,13 +20,18 @@ with ``max_visits`` makes one conditional UPDATE per visit (why: see
 
 from __future__ import annotations
 
+import contextlib
 from html import escape
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from sysdesign.blocks.ratelimit.base import Algorithm, Hit, Limit, StoreUnavailable
+from sysdesign.systems.shortener.domain import Redirect
 from sysdesign.systems.shortener.service import LinkService
+
+PASSWORD_GUESSES = Limit(10, 900)  # wrong passwords per link and address, per 15 minutes
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -31,9 +40,49 @@ _PAGE = """<!doctype html>
 """
 
 
+_FORM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Password needed</title>
+<meta name="robots" content="noindex"><meta name="viewport" content="width=device-width">
+</head><body><h1>Password needed</h1><p>This link is protected by a password.</p>
+{error}<form method="post" action="{action}">
+<label for="password">Password</label>
+<input id="password" name="password" type="password" required autofocus
+ autocomplete="current-password" maxlength="128">
+<button type="submit">Continue</button></form></body></html>
+"""
+
+
 def _page(status: int, title: str, message: str) -> HTMLResponse:
     body = _PAGE.format(title=escape(title), message=escape(message))
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+    action = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    shown = f'<p role="alert"><strong>{escape(error)}</strong></p>' if error else ""
+    body = _FORM.format(action=escape(action, quote=True), error=shown)
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+async def _password_accepted(service: LinkService, request: Request, link: Redirect) -> bool:
+    """Whether the posted password opens ``link``; raises nothing on bad input."""
+    try:
+        form = await request.form()
+    except Exception:  # a body that is not a form: treated as no password
+        return False
+    password = form.get("password")
+    if not isinstance(password, str) or not 1 <= len(password) <= 128:
+        return False
+    return await service.verify_password(link, password)
+
+
+async def _guess_allowed(service: LinkService, key: str) -> bool:
+    store = service.platform.ratelimit_store
+    try:
+        decision = await store.hit(Hit(Algorithm.SLIDING_LOG, key, PASSWORD_GUESSES))
+    except StoreUnavailable:
+        return True  # argon2's cost still bounds the guessing rate
+    return decision.allowed
 
 
 def redirect_routes(service: LinkService) -> list[Route]:
@@ -48,6 +97,21 @@ def redirect_routes(service: LinkService) -> list[Route]:
         now_ms = int(service.clock.time() * 1000)
         if link.expired(now_ms):
             return _page(410, "Link expired", "This link has expired.")
+        status = link.status
+        if request.method == "POST" and not link.protected:
+            return _page(405, "Method not allowed", "This link takes no form.")
+        if link.protected:
+            if request.method != "POST":
+                return _form(request)
+            ip = request.client.host if request.client else "unknown"
+            guess_key = f"shortener-password|code={code}|ip={ip}"
+            if not await _guess_allowed(service, guess_key):
+                return _form(request, 429, "Too many wrong passwords; try again later.")
+            if not await _password_accepted(service, request, link):
+                return _form(request, 401, "That password is not right.")
+            with contextlib.suppress(StoreUnavailable):
+                await service.platform.ratelimit_store.refund(guess_key)
+            status = 303  # the answer to a form post: the browser GETs the target
         visit = {
             "code": code,
             "at_ms": now_ms,
@@ -62,7 +126,8 @@ def redirect_routes(service: LinkService) -> list[Route]:
         else:
             await service.publish_visit(link_id, code, visit)
         headers = {"Location": link.location(request.url.query)}
-        headers["Cache-Control"] = "private, max-age=90" if link.status == 301 else "no-store"
-        return Response(status_code=link.status, headers=headers)
+        headers["Cache-Control"] = "private, max-age=90" if status == 301 else "no-store"
+        return Response(status_code=status, headers=headers)
 
-    return [Route("/s/{code}", follow, methods=["GET", "HEAD"], name="shortener-redirect")]
+    methods = ["GET", "HEAD", "POST"]
+    return [Route("/s/{code}", follow, methods=methods, name="shortener-redirect")]

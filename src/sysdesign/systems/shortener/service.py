@@ -45,12 +45,16 @@ from sysdesign.systems.shortener.domain import (
     is_code_shaped,
     validate_alias,
     validate_limits,
+    validate_link_password,
     validate_tags,
     validate_target,
     validate_title,
 )
+from sysdesign.systems.shortener.limits import CreationLimiter
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from sysdesign.platform.clock import Clock
     from sysdesign.platform.context import Platform
     from sysdesign.platform.db import Database
@@ -69,6 +73,16 @@ class AliasTaken(Exception):
 
 class LinkNotFound(Exception):
     """No link with this code belongs to the caller (404)."""
+
+
+async def claim_alias(conn: AsyncConnection, alias: str, owner_id: int) -> None:
+    """In the inserting transaction: an alias retired by another owner is taken
+    (``AliasTaken``); one the caller retired becomes theirs again."""
+    retired_by = await store.retired_alias_owner(conn, alias)
+    if retired_by is not None:
+        if retired_by != owner_id:
+            raise AliasTaken(alias)
+        await store.unretire_alias(conn, alias)
 
 
 class CodeAllocator:
@@ -106,24 +120,36 @@ class NewLink:
     max_visits: int | None = None
     redirect_status: int = 302
     forward_query: bool = False
+    password: str | None = None
+
+
+# The owner of links made without signing in: nobody can list, change or delete them.
+ANONYMOUS_OWNER = 0
 
 
 def _pack(r: Redirect, link_id: int) -> bytes:
     fields = (r.code, r.target, r.status, r.forward_query, r.enabled, r.expires_at_ms)
-    return orjson.dumps([link_id, *fields, r.max_visits])
+    return orjson.dumps([link_id, *fields, r.max_visits, r.password_hash])
 
 
 def _unpack(blob: bytes) -> tuple[int, Redirect]:
-    link_id, code, target, status, forward, enabled, expires, max_visits = orjson.loads(blob)
-    return link_id, Redirect(code, target, status, forward, enabled, expires, max_visits)
+    link_id, *fields = orjson.loads(blob)
+    return link_id, Redirect(*fields)
 
 
 class LinkService:
-    def __init__(self, platform: Platform, policy: TargetPolicy) -> None:
+    def __init__(
+        self, platform: Platform, policy: TargetPolicy, limiter: CreationLimiter | None = None
+    ) -> None:
         self._platform = platform
         self._policy = policy
+        self._limiter = limiter
         self._allocator = CodeAllocator(platform.db.primary)
         self._aside = CacheAside(platform.cache, platform.clock, negative_ttl=NEGATIVE_TTL)
+
+    @property
+    def platform(self) -> Platform:
+        return self._platform
 
     @property
     def clock(self) -> Clock:
@@ -138,13 +164,27 @@ class LinkService:
 
     # --- owners' operations ---------------------------------------------------------
 
-    async def create(self, owner_id: int, new: NewLink, *, host: str | None = None) -> Link:
-        """A new link of ``owner_id``. Raises ``LinkInvalid`` or ``AliasTaken``."""
+    async def admit(self, owner_id: int | None, ip: str | None, count: int) -> None:
+        """Take ``count`` creations from the caller's limits (429 when used up)."""
+        if self._limiter is not None:
+            await self._limiter.admit(owner_id, ip, count)
+
+    def prepare(self, owner_id: int, new: NewLink, *, host: str | None = None) -> Link:
+        """The link ``new`` describes, validated, without its code when generated
+        and without its password. Raises ``LinkInvalid``."""
         now = self._now_ms()
         target = validate_target(new.target, self._policy.with_host(host))
+        if owner_id == ANONYMOUS_OWNER:
+            for name in ("alias", "password"):
+                if getattr(new, name) is not None:
+                    raise LinkInvalid(
+                        name, f"sign in to give a link {'an' if name == 'alias' else 'a'} {name}"
+                    )
         alias = validate_alias(new.alias) if new.alias is not None else None
+        if new.password is not None:
+            validate_link_password(new.password)
         validate_limits(now, new.expires_at_ms, new.max_visits, creating=True)
-        link = Link(
+        return Link(
             id=self._platform.ids.next_id(),
             code=alias or "",
             owner_id=owner_id,
@@ -161,21 +201,32 @@ class LinkService:
             updated_at_ms=now,
             tags=validate_tags(new.tags),
         )
+
+    async def next_code(self) -> str:
+        return code_for_number(await self._allocator.next_number())
+
+    async def create(self, owner_id: int, new: NewLink, *, host: str | None = None) -> Link:
+        """A new link of ``owner_id``. Raises ``LinkInvalid`` or ``AliasTaken``."""
+        link = self.prepare(owner_id, new, host=host)
+        if new.password is not None:
+            link = replace(link, password_hash=await self._platform.passwords.hash(new.password))
         for _ in range(_GENERATED_RETRIES):
-            if alias is None:
-                link = replace(link, code=code_for_number(await self._allocator.next_number()))
+            if not link.custom:
+                link = replace(link, code=await self.next_code())
             try:
                 async with self._platform.unit_of_work(link.code) as uow:
+                    if link.custom:
+                        await claim_alias(uow.conn, link.code, owner_id)
                     await store.insert_link(uow.conn, link)
-                    await uow.emit("shortener.links", self._event("created", link), key=link.code)
+                    await uow.emit("shortener.links", self.event("created", link), key=link.code)
             except IntegrityError:
-                if alias is not None:
-                    raise AliasTaken(alias) from None
+                if link.custom:
+                    raise AliasTaken(link.code) from None
                 # A generated code cannot collide with another generated one; only
                 # rows written by other means (an import) can hold it. Take the next.
                 log.warning("shortener_generated_code_taken", code=link.code)
                 continue
-            await self._invalidate(link.code)
+            await self.invalidate(link.code)
             return link
         raise RuntimeError("could not place a generated code")  # pragma: no cover
 
@@ -224,6 +275,13 @@ class LinkService:
             if name in changes:
                 values[name] = changes[name]
         tags = validate_tags(changes["tags"]) if "tags" in changes else None
+        if "password" in changes:
+            password = changes["password"]
+            values["password_hash"] = (
+                None
+                if password is None
+                else await self._platform.passwords.hash(validate_link_password(password))
+            )
         values["updated_at"] = now
         current = await self.get(owner_id, code)
         async with self._platform.unit_of_work(code) as uow:
@@ -231,16 +289,52 @@ class LinkService:
             link = await store.link_by_code(uow.conn, code)
             if link is None:
                 raise LinkNotFound(code)  # deleted meanwhile
-            await uow.emit("shortener.links", self._event("updated", link), key=code)
-        await self._invalidate(code)
+            await uow.emit("shortener.links", self.event("updated", link), key=code)
+        await self.invalidate(code)
         return link
 
     async def delete(self, owner_id: int, code: str) -> None:
+        """Delete the link. A custom alias stays retired for its owner: nobody
+        else can take it, so a short URL already printed or shared never leads
+        to another person's target. Generated codes are never handed out
+        again anyway (the counter only moves forward)."""
         current = await self.get(owner_id, code)
         async with self._platform.unit_of_work(code) as uow:
             await store.delete_link(uow.conn, current.id)
-            await uow.emit("shortener.links", self._event("deleted", current), key=code)
-        await self._invalidate(code)
+            if current.custom:
+                await store.retire_alias(uow.conn, code, owner_id, self._now_ms())
+            await uow.emit("shortener.links", self.event("deleted", current), key=code)
+        await self.invalidate(code)
+
+    # --- admins ---------------------------------------------------------------------------
+
+    async def find(self, code: str) -> Link:
+        """Any owner's link (admins); ``LinkNotFound`` when unknown."""
+        if not is_code_shaped(code):
+            raise LinkNotFound(code)
+        async with self._platform.db.for_key(code).read() as conn:
+            link = await store.link_by_code(conn, code)
+        if link is None:
+            raise LinkNotFound(code)
+        return link
+
+    async def set_blocked(self, code: str, blocked: bool, reason: str | None = None) -> Link:
+        """Block (404 for everyone; the owner cannot enable it) or unblock a link."""
+        current = await self.find(code)
+        values: dict[str, object] = {
+            "blocked": blocked,
+            "blocked_reason": validate_title(reason) if blocked else None,
+            "updated_at": self._now_ms(),
+        }
+        async with self._platform.unit_of_work(code) as uow:
+            await store.update_link(uow.conn, current.id, values, None)
+            link = await store.link_by_code(uow.conn, code)
+            if link is None:
+                raise LinkNotFound(code)
+            kind = "blocked" if blocked else "unblocked"
+            await uow.emit("shortener.links", self.event(kind, link), key=code)
+        await self.invalidate(code)
+        return link
 
     # --- the redirect -----------------------------------------------------------------
 
@@ -278,16 +372,21 @@ class LinkService:
 
     # --- helpers ------------------------------------------------------------------------
 
-    async def _invalidate(self, code: str) -> None:
-        try:
-            await self._aside.invalidate(self.cache_key(code))
-        except CacheError as exc:
-            # The entry lives at most CACHE_TTL more seconds.
-            log.warning("shortener_cache_invalidate_failed", code=code, error=repr(exc))
+    async def verify_password(self, link: Redirect, password: str) -> bool:
+        return link.password_hash is not None and await self._platform.passwords.verify(
+            link.password_hash, password
+        )
 
-    def _event(self, kind: str, link: Link) -> dict[str, Any]:
+    async def invalidate(self, *codes: str) -> None:
+        try:
+            await self._aside.invalidate(*(self.cache_key(code) for code in codes))
+        except CacheError as exc:
+            # The entries live at most CACHE_TTL more seconds.
+            log.warning("shortener_cache_invalidate_failed", codes=codes[:10], error=repr(exc))
+
+    def event(self, kind: str, link: Link) -> dict[str, Any]:
         return {"event": kind, "link_id": str(link.id), "code": link.code,
                 "owner_id": str(link.owner_id), "at_ms": self._now_ms()}  # fmt: skip
 
 
-__all__ = ["AliasTaken", "LinkInvalid", "LinkNotFound", "LinkService", "NewLink"]
+__all__ = ["ANONYMOUS_OWNER", "AliasTaken", "LinkInvalid", "LinkNotFound", "LinkService", "NewLink"]

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    false,
     func,
     select,
     update,
@@ -61,6 +62,9 @@ links_table = Table(
     Column("visits", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("password_hash", String(255), nullable=True),  # argon2id; None: no password
+    Column("blocked", Boolean, nullable=False, server_default=false()),  # by an admin
+    Column("blocked_reason", String(200), nullable=True),
     Index("ix_shortener_links_owner", "owner_id", "id"),
 )
 
@@ -83,6 +87,28 @@ code_counter_table = Table(
     metadata,
     Column("name", String(32), primary_key=True),
     Column("next_value", BigInteger, nullable=False),
+)
+
+api_keys_table = Table(
+    "shortener_api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),  # shown to tell keys apart
+    Column("key_hash", String(64), nullable=False, unique=True),  # SHA-256 hex of the key
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index("ix_shortener_api_keys_owner", "owner_id", "id"),
+)
+
+# A deleted custom alias stays its owner's: see ``service.LinkService.delete``.
+retired_aliases_table = Table(
+    "shortener_retired_aliases",
+    metadata,
+    Column("code", _binary(64), primary_key=True),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("retired_at", BigInteger, nullable=False),
 )
 
 COUNTER_NAME = "codes"
@@ -120,6 +146,9 @@ def _values(link: Link) -> dict[str, object]:
         "visits": link.visits,
         "created_at": link.created_at_ms,
         "updated_at": link.updated_at_ms,
+        "password_hash": link.password_hash,
+        "blocked": link.blocked,
+        "blocked_reason": link.blocked_reason,
     }
 
 
@@ -141,6 +170,9 @@ def _link(row: object, tags: list[str]) -> Link:
         created_at_ms=r["created_at"],
         updated_at_ms=r["updated_at"],
         tags=tags,
+        password_hash=r["password_hash"],
+        blocked=bool(r["blocked"]),
+        blocked_reason=r["blocked_reason"],
     )
 
 
@@ -245,3 +277,66 @@ async def count_visit(conn: AsyncConnection, code: str) -> bool:
 
 async def count_links(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(links_table))).scalar_one())
+
+
+# --- retired aliases (on the alias's shard) ---------------------------------------------
+
+
+async def retire_alias(conn: AsyncConnection, code: str, owner_id: int, now_ms: int) -> None:
+    await conn.execute(
+        retired_aliases_table.insert().values(code=code, owner_id=owner_id, retired_at=now_ms)
+    )
+
+
+async def retired_alias_owner(conn: AsyncConnection, code: str) -> int | None:
+    t = retired_aliases_table
+    owner = (await conn.execute(select(t.c.owner_id).where(t.c.code == code))).scalar()
+    return None if owner is None else int(owner)
+
+
+async def unretire_alias(conn: AsyncConnection, code: str) -> None:
+    await conn.execute(delete(retired_aliases_table).where(retired_aliases_table.c.code == code))
+
+
+# --- API keys (on the primary) ------------------------------------------------------------
+
+
+async def insert_api_key(conn: AsyncConnection, values: dict[str, object]) -> None:
+    await conn.execute(api_keys_table.insert().values(**values))
+
+
+async def api_keys_of(conn: AsyncConnection, owner_id: int) -> list[dict[str, object]]:
+    """The owner's keys that are not revoked, newest first."""
+    t = api_keys_table
+    query = (
+        select(t.c.id, t.c.name, t.c.prefix, t.c.created_at)
+        .where(t.c.owner_id == owner_id, t.c.revoked_at.is_(None))
+        .order_by(t.c.id.desc())
+    )
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def owner_of_api_key(conn: AsyncConnection, key_hash: str) -> int | None:
+    t = api_keys_table
+    query = select(t.c.owner_id).where(t.c.key_hash == key_hash, t.c.revoked_at.is_(None))
+    owner = (await conn.execute(query)).scalar()
+    return None if owner is None else int(owner)
+
+
+async def revoke_api_key(
+    conn: AsyncConnection, owner_id: int, key_id: int, now_ms: int
+) -> str | None:
+    """Revoke one of the owner's keys; its hash (to forget cached lookups), or
+    ``None`` when the owner has no such live key."""
+    t = api_keys_table
+    key_hash = (
+        await conn.execute(
+            select(t.c.key_hash).where(
+                t.c.id == key_id, t.c.owner_id == owner_id, t.c.revoked_at.is_(None)
+            )
+        )
+    ).scalar()
+    if key_hash is None:
+        return None
+    await conn.execute(update(t).where(t.c.id == key_id).values(revoked_at=now_ms))
+    return str(key_hash)
