@@ -214,6 +214,8 @@ async def test_the_link_page_shows_its_visits(client: httpx.AsyncClient) -> None
             break
         await asyncio.sleep(0.05)
     assert '<strong id="total-visits">3</strong>' in page.text
+    # The list of links shows the same total, read for the whole page at once.
+    assert '<td class="num">3</td>' in (await client.get("/shortener/")).text
     assert '<td>news.example.org</td><td class="num">3</td>' in page.text
     assert "<td>Firefox</td>" in page.text
     assert 'style="width: 100.0%"' in page.text  # today's bar: the busiest day

@@ -207,6 +207,26 @@ async def link_stats(platform: Platform, link_id: int, code: str, *, days: int =
     )
 
 
+async def visit_totals(platform: Platform, links: Sequence[tuple[int, str]]) -> dict[int, int]:
+    """Every visit so far (bots included) of each link ``(id, code)``, for a
+    list of links: one query per shard, not one per link."""
+    out = {link_id: 0 for link_id, _ in links}
+    by_shard: dict[int, list[int]] = {}
+    for link_id, code in links:
+        by_shard.setdefault(platform.db.index_for(code), []).append(link_id)
+    t = visit_days_table
+    for index, ids in by_shard.items():
+        query = (
+            select(t.c.link_id, func.sum(t.c.visits))
+            .where(t.c.link_id.in_(ids))
+            .group_by(t.c.link_id)
+        )
+        async with platform.db.shards[index].read() as conn:
+            for link_id, total in await conn.execute(query):
+                out[int(link_id)] = int(total)
+    return out
+
+
 async def _totals(conn: AsyncConnection, link_id: int) -> tuple[int, int]:
     t = visit_days_table
     query = select(

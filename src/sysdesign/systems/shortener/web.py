@@ -33,6 +33,7 @@ from sysdesign.platform.http import Problem
 from sysdesign.systems.shortener.domain import LinkInvalid
 from sysdesign.systems.shortener.schemas import MAX_VISITS, short_url
 from sysdesign.systems.shortener.service import AliasTaken, LinkNotFound
+from sysdesign.systems.shortener.stats import link_stats, visit_totals
 from sysdesign.systems.shortener.webforms import SHORTEN_FIELDS, LinkView, new_link
 from sysdesign.systems.shortener.webframe import (
     Form,
@@ -70,9 +71,9 @@ class WebPages(PageFrame):
         assert session.principal is not None  # the frame sends the signed-out elsewhere
         return session.principal.user_id
 
-    def _view(self, request: Request, link: Link) -> LinkView:
+    def _view(self, request: Request, link: Link, total_visits: int | None = None) -> LinkView:
         now_ms = int(self._platform.clock.time() * 1000)
-        return LinkView.of(link, short_url(request, link.code), now_ms)
+        return LinkView.of(link, short_url(request, link.code), now_ms, total_visits)
 
     # --- the index: your links, or the sign-in forms ------------------------------------
 
@@ -104,6 +105,7 @@ class WebPages(PageFrame):
         )
         page = found[:PAGE_SIZE]
         older = page[-1].id if len(found) > PAGE_SIZE else None
+        totals = await visit_totals(self._platform, [(link.id, link.code) for link in page])
         errors = dict(errors or {})
         options_open = any(f in errors or (values or {}).get(f) for f in SHORTEN_FIELDS[1:])
         return await self.render(
@@ -112,7 +114,7 @@ class WebPages(PageFrame):
             "index.html",
             status=status,
             headers=headers,
-            links=[self._view(request, link) for link in page],
+            links=[self._view(request, link, totals[link.id]) for link in page],
             older=older,
             first_page=before_id is None,
             values=values or {},
@@ -268,9 +270,6 @@ class WebPages(PageFrame):
             link = await self._links.get(self._user_id(session), request.path_params["code"])
         except LinkNotFound:
             return await self.not_found(request, session)
-        # Imported here: the stats module brings the analytics' parsers with it.
-        from sysdesign.systems.shortener.stats import link_stats
-
         stats = await link_stats(self._platform, link.id, link.code, days=STATS_DAYS)
         peak = max((day.visits for day in stats.daily), default=0)
         return await self.render(

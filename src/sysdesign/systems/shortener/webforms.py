@@ -79,9 +79,12 @@ class LinkView:
     link: Link
     short_url: str
     status: str  # active, blocked, disabled, expired, used up
+    total_visits: int | None = None  # from the statistics, when the page read them
 
     @classmethod
-    def of(cls, link: Link, short_url: str, now_ms: int) -> LinkView:
+    def of(
+        cls, link: Link, short_url: str, now_ms: int, total_visits: int | None = None
+    ) -> LinkView:
         if link.blocked:
             status = "blocked"
         elif not link.enabled:
@@ -92,7 +95,7 @@ class LinkView:
             status = "used up"
         else:
             status = "active"
-        return cls(link, short_url, status)
+        return cls(link, short_url, status, total_visits)
 
     @property
     def code(self) -> str:
@@ -100,9 +103,12 @@ class LinkView:
 
     @property
     def visits(self) -> str:
-        """Counted on the link for a visit limit; otherwise in its statistics."""
+        """Counted on the link for a visit limit (exact, at once); otherwise from
+        its statistics (which follow the redirects by a moment)."""
         link = self.link
-        return "" if link.max_visits is None else f"{link.visits} of {link.max_visits}"
+        if link.max_visits is not None:
+            return f"{link.visits} of {link.max_visits}"
+        return "" if self.total_visits is None else str(self.total_visits)
 
     @property
     def created(self) -> str:
