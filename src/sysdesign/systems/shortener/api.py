@@ -145,10 +145,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await platform.connect_queue()  # visit events; start() connects it only with the relay
+        service.start_visit_batches()
         consumers = await workers.start(platform)
         try:
             yield
         finally:
+            await service.stop_visit_batches()
             await workers.stop(consumers)
 
     app = create_service_app(

@@ -51,6 +51,7 @@ from sysdesign.systems.shortener.domain import (
     validate_title,
 )
 from sysdesign.systems.shortener.limits import CreationLimiter
+from sysdesign.systems.shortener.visits import VisitBatcher
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -146,6 +147,7 @@ class LinkService:
         self._limiter = limiter
         self._allocator = CodeAllocator(platform.db.primary)
         self._aside = CacheAside(platform.cache, platform.clock, negative_ttl=NEGATIVE_TTL)
+        self._batcher: VisitBatcher | None = None
 
     @property
     def platform(self) -> Platform:
@@ -360,13 +362,27 @@ class LinkService:
                 await uow.emit(VISITS_TOPIC, {"link_id": str(link_id), **visit}, key=code)
         return counted
 
+    def start_visit_batches(self) -> None:
+        """Send visit events in batches from now on (``visits.py``): call with the
+        queue connected, inside the app's lifespan."""
+        if self._batcher is None:
+            self._batcher = VisitBatcher(self._platform.queue, VISITS_TOPIC)
+        self._batcher.start()
+
+    async def stop_visit_batches(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
     async def publish_visit(self, link_id: int, code: str, visit: dict[str, Any]) -> None:
-        """Send a visit event straight to the queue. A queue that fails loses the
-        event (logged), never the redirect: analytics may miss a visit."""
+        """Send a visit event to the queue: batched while the batcher runs, else at
+        once. A queue that fails loses the event (logged, counted), never the
+        redirect: analytics may miss a visit."""
+        event = {"link_id": str(link_id), **visit}
+        if self._batcher is not None and self._batcher.running:
+            self._batcher.add(event, code)
+            return
         try:
-            await self._platform.queue.publish(
-                VISITS_TOPIC, {"link_id": str(link_id), **visit}, key=code
-            )
+            await self._platform.queue.publish(VISITS_TOPIC, event, key=code)
         except Exception as exc:
             log.warning("shortener_visit_not_published", code=code, error=repr(exc))
 
