@@ -393,6 +393,33 @@ def bench_locks(
         _fail(str(exc))
 
 
+@bench_app.command("shortener")
+def bench_shortener(
+    links: Annotated[int, typer.Option(min=1, help="Links seeded before the run.")] = 1_000_000,
+    duration: Annotated[float, typer.Option(help="Seconds of load per round.")] = 10.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds; the median is reported.")] = 3,
+    connections: Annotated[
+        int, typer.Option(min=1, help="Redirect requests in flight (wrk -c).")
+    ] = 16,
+    create_connections: Annotated[
+        int, typer.Option(min=1, help="Link creations in flight (wrk -c).")
+    ] = 16,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Redirects/s under Zipf(1.1) beside nginx, SQL statements per redirect, links/s created."""
+    from sysdesign.systems.shortener.bench import run_shortener_bench
+
+    run_shortener_bench(
+        links=links,
+        duration=duration,
+        rounds=rounds,
+        connections=connections,
+        create_connections=create_connections,
+        out_dir=out,
+        console=console,
+    )
+
+
 @app.command(
     "cache-node",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -121,6 +121,16 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    def on_statement(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` before every statement this engine sends to the
+        database (``BEGIN`` included; an executemany counts once): the cost of
+        a path is counted, not assumed."""
+
+        def before_cursor_execute(*_args: Any) -> None:
+            callback()
+
+        event.listen(self.engine.sync_engine, "before_cursor_execute", before_cursor_execute)
+
     async def ping(self, timeout: float = 3.0) -> None:
         async def _ping() -> None:
             async with self.read() as conn:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+if TYPE_CHECKING:
+    from sysdesign.platform.db import ShardRouter
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -113,3 +117,21 @@ class HttpMetrics:
             ("reason",),
             registry=registry,
         )
+
+
+class DbMetrics:
+    """SQL statements sent to each database shard (``db_statements_total{shard}``),
+    so that "a cached read makes no query" is a number on ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.statements = Counter(
+            "db_statements",
+            "SQL statements sent to a database shard, BEGIN and COMMIT included",
+            ("shard",),
+            registry=registry,
+        )
+
+    def watch(self, router: ShardRouter) -> None:
+        """Count every statement of every shard of ``router`` (label: shard index)."""
+        for index, database in enumerate(router.shards):
+            database.on_statement(self.statements.labels(str(index)).inc)

@@ -2,7 +2,8 @@
 
 A system is *built* when its package ``sysdesign.systems.<name>`` exists and
 exposes ``create_app(platform) -> FastAPI``; it may also expose
-``seed(platform, size, progress)`` for demo and benchmark data. Until then it
+``seed(platform, size, progress)`` for demo and benchmark data, in the package
+or in its ``seed.py``. Until then it
 is listed here, with its seed scenario, as not built yet.
 """
 
@@ -54,7 +55,15 @@ class SystemSpec:
         return self.load().create_app(platform)
 
     def seeder(self) -> Callable[[Platform, int, Progress], Awaitable[Any]] | None:
-        return getattr(self.load(), "seed", None)
+        """``seed`` of the package, or of its ``seed.py`` (imported only now)."""
+        hook = getattr(self.load(), "seed", None)
+        # Once imported, a package's ``seed.py`` is its attribute ``seed``: the module
+        # shadows a function of that name, so the function is looked up inside it.
+        if hook is None and importlib.util.find_spec(f"{self.module}.seed") is not None:
+            hook = importlib.import_module(f"{self.module}.seed")
+        if isinstance(hook, ModuleType):
+            hook = getattr(hook, "seed", None)
+        return hook
 
 
 def _spec(

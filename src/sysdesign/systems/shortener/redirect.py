@@ -13,7 +13,9 @@ Answers:
   form again (401). Wrong guesses are limited per link and address
   (``PASSWORD_GUESSES``), counted on the ratelimit store.
 
-A cached link makes no database query (``LinkService.resolve``); a link
+GET and HEAD of an ordinary link take a path that builds no Request object
+(``redirect``); the others go through ``follow``. A cached link makes no
+database query (``LinkService.resolve``); a link
 with ``max_visits`` makes one conditional UPDATE per visit (why: see
 ``service.py``).
 """
@@ -25,7 +27,8 @@ from html import escape
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sysdesign.blocks.ratelimit.base import Algorithm, Hit, Limit, StoreUnavailable
 from sysdesign.systems.shortener.domain import Redirect
@@ -129,5 +132,51 @@ def redirect_routes(service: LinkService) -> list[Route]:
         headers["Cache-Control"] = "private, max-age=90" if status == 301 else "no-store"
         return Response(status_code=status, headers=headers)
 
+    slow = request_response(follow)
+
+    async def redirect(scope: Scope, receive: Receive, send: Send) -> None:
+        """The common case without building a Request: a GET or HEAD of an
+        enabled, unexpired link with no password and no visit limit. Every
+        other case goes to ``follow``, which reads the (cached) link again."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return await slow(scope, receive, send)
+        code = scope["path_params"]["code"]
+        resolved = await service.resolve(code)
+        now_ms = int(service.clock.time() * 1000)
+        if resolved is None:
+            return await slow(scope, receive, send)
+        link_id, link = resolved
+        if not link.enabled or link.protected or link.max_visits is not None:
+            return await slow(scope, receive, send)
+        if link.expired(now_ms):
+            return await slow(scope, receive, send)
+        referrer = user_agent = None
+        for name, value in scope["headers"]:
+            if name == b"referer":
+                referrer = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        client = scope.get("client")
+        visit = {"code": code, "at_ms": now_ms, "referrer": referrer, "user_agent": user_agent,
+                 "ip": client[0] if client else None}  # fmt: skip
+        await service.publish_visit(link_id, code, visit)
+        location = link.location(scope["query_string"].decode("latin-1"))
+        cache = b"private, max-age=90" if link.status == 301 else b"no-store"
+        headers = [(b"location", location.encode("latin-1")), (b"cache-control", cache),
+                   (b"content-length", b"0")]  # fmt: skip
+        await send({"type": "http.response.start", "status": link.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
     methods = ["GET", "HEAD", "POST"]
-    return [Route("/s/{code}", follow, methods=methods, name="shortener-redirect")]
+    return [Route("/s/{code}", _Asgi(redirect), methods=methods, name="shortener-redirect")]
+
+
+class _Asgi:
+    """An ASGI callable as a route's endpoint (a plain function would be taken
+    for a request handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
