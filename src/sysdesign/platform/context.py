@@ -22,7 +22,7 @@ from sysdesign.platform.http import CursorCodec
 from sysdesign.platform.idempotency import IdempotencyStore
 from sysdesign.platform.ids import SnowflakeGenerator
 from sysdesign.platform.migrations import migrate_all
-from sysdesign.platform.observability import HttpMetrics
+from sysdesign.platform.observability import DbMetrics, HttpMetrics
 from sysdesign.platform.uow import UnitOfWork
 from sysdesign.settings import Settings
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sysdesign.blocks.ratelimit.base import RateLimitStore
     from sysdesign.blocks.ratelimit.limiter import RateLimiter
     from sysdesign.blocks.ratelimit.reload import RulesSource, RulesWatcher
+    from sysdesign.blocks.realtime import Realtime
     from sysdesign.platform.accounts.throttle import LoginThrottle
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -46,6 +47,7 @@ class Platform:
         self.ids = SnowflakeGenerator(self.settings.worker_id)
         self.metrics_registry = CollectorRegistry(auto_describe=True)
         self.http_metrics = HttpMetrics(self.metrics_registry)
+        self.db_metrics = DbMetrics(self.metrics_registry)
         self._readiness: dict[str, ReadinessCheck] = {}
         self._started = False
 
@@ -54,6 +56,7 @@ class Platform:
     @cached_property
     def db(self) -> ShardRouter:
         router = ShardRouter.from_urls(self.settings.database_urls)
+        self.db_metrics.watch(router)
         for database in router.shards:
             self.add_readiness_check(f"database:{database.name}", database.ping)
         return router
@@ -152,6 +155,16 @@ class Platform:
         return locks
 
     @cached_property
+    def realtime(self) -> Realtime:
+        """The realtime block on ``realtime_url``, not yet connected: ``start()``
+        connects it once something has built it, or call ``connect_realtime()``."""
+        from sysdesign.blocks.realtime import open_realtime
+
+        realtime = open_realtime(self.settings.url("realtime"), clock=self.clock)
+        self.add_readiness_check("realtime", realtime.ping)
+        return realtime
+
+    @cached_property
     def relay(self) -> OutboxRelay:
         from sysdesign.blocks.queue.relay import OutboxRelay
 
@@ -240,6 +253,8 @@ class Platform:
             await self.connect_cache()
         if "locks" in self.__dict__:
             await self.connect_locks()
+        if "realtime" in self.__dict__:
+            await self.connect_realtime()
         self._started = True
 
     @staticmethod
@@ -271,6 +286,12 @@ class Platform:
         await self._connect(f"lock store {locks.store.name}", locks.connect)
         return locks
 
+    async def connect_realtime(self) -> Realtime:
+        """The realtime block, connected; one clear error when its server is unreachable."""
+        realtime = self.realtime
+        await self._connect(f"realtime {realtime.name}", realtime.connect)
+        return realtime
+
     async def readiness(self, timeout: float = 3.0) -> dict[str, str]:
         """``{check: "ok" | error}`` for every configured backend."""
         _ = self.db  # registers the database checks
@@ -296,6 +317,8 @@ class Platform:
             await self.cache.close()
         if "locks" in self.__dict__:
             await self.locks.close()
+        if "realtime" in self.__dict__:
+            await self.realtime.close()
         if "relay" in self.__dict__:
             await self.relay.stop()
         if "queue" in self.__dict__:
