@@ -28,6 +28,13 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _no_notification_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every root app mounts the notification system; its consumers and scheduler
+    run only in the tests about it (tests/systems/notifications turns them on)."""
+    monkeypatch.setenv("SYSDESIGN_NOTIFY_WORKERS", "0")
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=float(int(time.time())))

@@ -112,6 +112,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
             "database:db0": "ok",
             "queue": "ok",
             "ratelimit": "ok",
+            "realtime": "ok",
         },
     }
 

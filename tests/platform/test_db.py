@@ -126,7 +126,11 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 
 
 async def test_migrations_apply_and_are_idempotent(migrated: Database) -> None:
-    heads = ["0002_inbox", "shortener_0003"]  # the platform's, then each system's branch
+    heads = [
+        "0002_inbox",
+        "notifications_0001",
+        "shortener_0003",
+    ]  # the platform's, then each system's branch
     assert sorted(await current_revisions(migrated)) == heads
     await migrate(migrated)  # a second run is a no-op
     assert sorted(await current_revisions(migrated)) == heads
@@ -181,7 +185,11 @@ async def test_migrate_all_covers_every_shard(tmp_path: Path) -> None:
     try:
         await migrate_all(router)
         for db in router.shards:
-            assert sorted(await current_revisions(db)) == ["0002_inbox", "shortener_0003"]
+            assert sorted(await current_revisions(db)) == [
+                "0002_inbox",
+                "notifications_0001",
+                "shortener_0003",
+            ]
     finally:
         await router.dispose()
 
@@ -213,7 +221,8 @@ def _schema_drift(connection: object) -> list:
 
     # Every table the migrations create: the platform's and each system's.
     import sysdesign.platform.tables
-    import sysdesign.systems.shortener.stats  # noqa: F401
+    import sysdesign.systems.notifications.tables
+    import sysdesign.systems.shortener.stats
     import sysdesign.systems.shortener.store  # noqa: F401
     from sysdesign.platform.db import metadata
 

@@ -1,0 +1,86 @@
+"""The notification system's settings, read from ``SYSDESIGN_NOTIFY_*`` when its app is built.
+
+- ``SYSDESIGN_NOTIFY_EMAIL_URL`` (``file://<data_dir>/outbox/email``): where
+  e-mail goes: ``smtp://[user:pass@]host:port?from=...`` or a directory that
+  receives one ``.eml`` file per message.
+- ``SYSDESIGN_NOTIFY_SMS_URL`` (``file://<data_dir>/outbox/sms.jsonl``): the
+  SMS provider: ``twilio://SID:TOKEN@api.twilio.com?from=...`` or a JSON-lines file.
+- ``SYSDESIGN_NOTIFY_MAX_ATTEMPTS`` (5): sends of one message before it fails
+  and goes to ``notifications.deliver.dlq``.
+- ``SYSDESIGN_NOTIFY_BACKOFF_SECONDS`` (2): the first retry's delay; each next
+  one doubles, up to ``SYSDESIGN_NOTIFY_BACKOFF_MAX_SECONDS`` (3600), with jitter.
+- ``SYSDESIGN_NOTIFY_WORKERS`` (on): ``0`` runs no fan-out, delivery or
+  scheduler in this process (a web-only process).
+- ``SYSDESIGN_NOTIFY_SCHEDULER_SECONDS`` (0.5): how often the scheduler
+  compares the next due time it knows of with the clock (no query when nothing is due).
+- ``SYSDESIGN_NOTIFY_SWEEP_SECONDS`` (60): how often it reads the database
+  anyway, for rows other processes scheduled and messages whose worker died.
+- ``SYSDESIGN_NOTIFY_VISIBILITY_SECONDS`` (120): how long a message may stay
+  claimed by a worker before the scheduler hands it to another.
+
+A value that does not parse stops start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sysdesign.platform.errors import ConfigurationError
+
+PREFIX = "SYSDESIGN_NOTIFY_"
+_OFF = frozenset({"0", "false", "no", "off"})
+_ON = frozenset({"", "1", "true", "yes", "on"})
+
+
+def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
+    raw = env.get(PREFIX + key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{key} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{PREFIX}{key} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(PREFIX + key, "").strip().lower()
+    if raw in _OFF:
+        return False
+    if raw in _ON:
+        return True
+    raise ConfigurationError(f"{PREFIX}{key} must be 1 or 0, got {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    email_url: str
+    sms_url: str
+    max_attempts: int = 5
+    backoff_seconds: float = 2.0
+    backoff_max_seconds: float = 3600.0
+    workers: bool = True
+    scheduler_seconds: float = 0.5
+    sweep_seconds: float = 60.0
+    visibility_seconds: float = 120.0
+
+    @classmethod
+    def from_env(cls, data_dir: Path, environ: Mapping[str, str] | None = None) -> NotifyConfig:
+        env = os.environ if environ is None else environ
+        base = data_dir.expanduser().resolve() / "outbox"
+        return cls(
+            email_url=env.get(PREFIX + "EMAIL_URL", "").strip() or f"file://{base / 'email'}",
+            sms_url=env.get(PREFIX + "SMS_URL", "").strip() or f"file://{base / 'sms.jsonl'}",
+            max_attempts=int(_number(env, "MAX_ATTEMPTS", 5, minimum=1)),
+            backoff_seconds=_number(env, "BACKOFF_SECONDS", 2.0, minimum=0.0),
+            backoff_max_seconds=_number(env, "BACKOFF_MAX_SECONDS", 3600.0, minimum=0.0),
+            workers=_flag(env, "WORKERS"),
+            scheduler_seconds=_number(env, "SCHEDULER_SECONDS", 0.5, minimum=0.001),
+            sweep_seconds=_number(env, "SWEEP_SECONDS", 60.0, minimum=0.01),
+            visibility_seconds=_number(env, "VISIBILITY_SECONDS", 120.0, minimum=0.01),
+        )

@@ -1,0 +1,129 @@
+"""The in-app inbox: items stored per user, read and archived by their owner,
+and pushed live to the user's open streams.
+
+Delivering to the inbox stores the item and finishes its message in one
+transaction (the unique message id keeps a second copy out), then publishes
+it on the realtime channel ``notifications:inbox:<user_id>``. Realtime is at
+most once and keeps no history, so a stream reads the unread count *after*
+subscribing: anything stored before is in that count, anything after comes
+as an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from sysdesign.blocks.notify.base import Rendered
+from sysdesign.systems.notifications import messages
+from sysdesign.systems.notifications.domain import Message
+from sysdesign.systems.notifications.store import dumps
+
+if TYPE_CHECKING:
+    from sysdesign.platform.context import Platform
+
+log = structlog.get_logger(__name__)
+
+
+class ItemNotFound(LookupError):
+    """No inbox item with this id belongs to the caller."""
+
+
+def channel_of(user_id: int) -> str:
+    return f"notifications:inbox:{user_id}"
+
+
+async def publish(platform: Platform, user_id: int, payload: dict[str, Any]) -> None:
+    """Tell the user's open streams; a lost push is repaired by the next read."""
+    try:
+        await platform.realtime.publish(channel_of(user_id), orjson.dumps(payload))
+    except Exception as exc:
+        log.warning("notifications_push_failed", user=user_id, error=repr(exc))
+
+
+async def deliver(
+    platform: Platform, msg: Message, rendered: Rendered, data: dict[str, Any],
+    finish: dict[str, Any],
+) -> bool:  # fmt: skip
+    """Store the item and finish ``msg`` with ``finish`` in one transaction, then push it.
+    ``False`` when the claim on ``msg`` was lost (nothing is stored)."""
+    now_ms = int(platform.clock.time() * 1000)
+    row = {
+        "id": platform.ids.next_id(), "user_id": msg.recipient_id, "message_id": msg.id,
+        "title": (rendered.subject or "")[:500] or None, "body": rendered.body,
+        "data": dumps(data), "read_at": None, "archived_at": None, "created_at": now_ms,
+    }  # fmt: skip
+    async with platform.db.primary.engine.connect() as conn, conn.begin() as tx:
+        await messages.add_inbox_item(conn, row)
+        if not await messages.finish(conn, msg, now_ms, **finish):
+            await tx.rollback()
+            return False
+        item = await messages.get_inbox_item(conn, msg.recipient_id, row["id"])
+        unread = await messages.unread_count(conn, msg.recipient_id)
+    if item is not None:
+        await publish(platform, msg.recipient_id,
+                      {"type": "item", "item": _public(item), "unread_count": unread})  # fmt: skip
+    return True
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    return {**item, "id": str(item["id"]), "message_id": str(item["message_id"])}
+
+
+class Inbox:
+    """One user's inbox, for the API."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    def _now_ms(self) -> int:
+        return int(self._platform.clock.time() * 1000)
+
+    async def list(
+        self, user_id: int, *, before_id: int | None, limit: int, unread: bool | None,
+        archived: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        async with self._platform.db.primary.read() as conn:
+            return await messages.list_inbox(conn, user_id, before_id=before_id, limit=limit,
+                                             unread=unread, archived=archived)  # fmt: skip
+
+    async def unread_count(self, user_id: int) -> int:
+        async with self._platform.db.primary.read() as conn:
+            return await messages.unread_count(conn, user_id)
+
+    async def read(self, user_id: int, item_id: int) -> dict[str, Any]:
+        """Mark one item read (again: no change); ``ItemNotFound`` if not the user's."""
+        return await self._change(user_id, item_id, messages.mark_read)
+
+    async def archive(self, user_id: int, item_id: int) -> dict[str, Any]:
+        return await self._change(user_id, item_id, messages.archive)
+
+    async def read_all(self, user_id: int) -> int:
+        async with self._platform.db.primary.begin() as conn:
+            changed = await messages.mark_read(conn, user_id, None, self._now_ms())
+        await self._push_count(user_id)
+        return changed
+
+    async def _change(self, user_id: int, item_id: int, change: Any) -> dict[str, Any]:
+        async with self._platform.db.primary.begin() as conn:
+            changed = await change(conn, user_id, item_id, self._now_ms())
+            item = await messages.get_inbox_item(conn, user_id, item_id)
+        if item is None:
+            raise ItemNotFound(item_id)
+        if changed:
+            await self._push_count(user_id)
+        return item
+
+    async def _push_count(self, user_id: int) -> None:
+        count = await self.unread_count(user_id)
+        await publish(self._platform, user_id, {"type": "unread-count", "count": count})
+
+    @asynccontextmanager
+    async def watch(self, user_id: int) -> AsyncIterator[Any]:
+        """The user's live channel, subscribed (read the state after entering)."""
+        async with self._platform.realtime.subscribe(channel_of(user_id)) as sub:
+            yield sub

@@ -1,0 +1,251 @@
+"""Queries on messages (one recipient, one channel) and the in-app inbox.
+
+A message's ``status`` moves ``queued -> sending -> sent | delivered | failed
+| suppressed``, or ``-> scheduled -> queued`` when it waits (``send_at``,
+quiet hours, a digest window, a retry's backoff). Every move is a conditional
+UPDATE on the status it leaves, so two workers, or two scheduler processes,
+never both move one message: the second one's UPDATE matches no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sysdesign.blocks.notify.base import Channel, Priority, Status
+from sysdesign.systems.notifications.domain import SENDING, Message
+from sysdesign.systems.notifications.store import dumps, insert_ignoring_duplicates
+from sysdesign.systems.notifications.tables import inbox_items_table, messages_table
+
+m = messages_table
+SCHEDULED = Status.SCHEDULED.value
+QUEUED = Status.QUEUED.value
+
+
+def _message(row: Row[Any]) -> Message:
+    return Message(
+        id=row.id,
+        event_id=row.event_id,
+        recipient_id=row.recipient_id,
+        channel=Channel(row.channel),
+        status=row.status,
+        priority=Priority(row.priority),
+        attempts=row.attempts,
+        due_at_ms=row.due_at,
+        reason=row.reason,
+        last_error=row.last_error,
+        provider_id=row.provider_id,
+        digest_key=row.digest_key,
+        digest_of=row.digest_of,
+        created_at_ms=row.created_at,
+        updated_at_ms=row.updated_at,
+    )
+
+
+async def insert_messages(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(m.insert(), list(rows))
+
+
+async def existing_recipients(
+    conn: AsyncConnection, event_id: int, recipient_ids: Sequence[int]
+) -> set[int]:
+    if not recipient_ids:
+        return set()
+    query = select(m.c.recipient_id).where(
+        and_(m.c.event_id == event_id, m.c.recipient_id.in_(list(recipient_ids)))
+    )
+    return {r.recipient_id for r in await conn.execute(query)}
+
+
+async def get_message(conn: AsyncConnection, message_id: int) -> Message | None:
+    row = (await conn.execute(select(m).where(m.c.id == message_id))).first()
+    return _message(row) if row else None
+
+
+async def claim(conn: AsyncConnection, message_id: int, now_ms: int) -> bool:
+    """``queued -> sending``, counting an attempt; ``False`` when another worker
+    has it or it was handled already (a duplicate delivery of its queue message)."""
+    result = await conn.execute(
+        update(m)
+        .where(and_(m.c.id == message_id, m.c.status == QUEUED))
+        .values(status=SENDING, claimed_at=now_ms, attempts=m.c.attempts + 1, updated_at=now_ms)
+    )
+    return result.rowcount == 1
+
+
+async def finish(conn: AsyncConnection, message: Message, now_ms: int, **values: Any) -> bool:
+    """Leave ``sending`` with ``values``, only if this claim (its attempt number)
+    still holds the message: a worker too slow for the visibility timeout,
+    whose message was handed to another, changes nothing."""
+    result = await conn.execute(
+        update(m)
+        .where(and_(m.c.id == message.id, m.c.status == SENDING, m.c.attempts == message.attempts))
+        .values(updated_at=now_ms, **values)
+    )
+    return result.rowcount == 1
+
+
+async def open_digest(conn: AsyncConnection, digest_key: str) -> int | None:
+    """The message collecting ``digest_key``'s events until its window ends, if any."""
+    query = select(m.c.id).where(
+        and_(m.c.digest_key == digest_key, m.c.status == SCHEDULED, m.c.digest_of.is_(None))
+    )
+    row = (await conn.execute(query.order_by(m.c.id).limit(1))).first()
+    return row.id if row else None
+
+
+async def digested_events(conn: AsyncConnection, head_id: int) -> list[int]:
+    """Events attached to the digest ``head_id``, in the order they came."""
+    query = select(m.c.event_id).where(m.c.digest_of == head_id).order_by(m.c.id)
+    return [r.event_id for r in await conn.execute(query)]
+
+
+async def due(conn: AsyncConnection, now_ms: int, limit: int) -> list[Message]:
+    """Scheduled messages whose time has come, locked for this transaction
+    (skipping those another scheduler has locked)."""
+    query = (
+        select(m)
+        .where(and_(m.c.status == SCHEDULED, m.c.due_at <= now_ms))
+        .order_by(m.c.due_at, m.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_message(r) for r in await conn.execute(query)]
+
+
+async def stuck(conn: AsyncConnection, claimed_before_ms: int, limit: int) -> list[Message]:
+    """Messages claimed before ``claimed_before_ms`` and never finished: their worker died."""
+    query = (
+        select(m)
+        .where(and_(m.c.status == SENDING, m.c.claimed_at < claimed_before_ms))
+        .order_by(m.c.claimed_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_message(r) for r in await conn.execute(query)]
+
+
+async def requeue(conn: AsyncConnection, ids: Sequence[int], from_status: str, now_ms: int) -> int:
+    if not ids:
+        return 0
+    result = await conn.execute(
+        update(m)
+        .where(and_(m.c.id.in_(list(ids)), m.c.status == from_status))
+        .values(status=QUEUED, due_at=now_ms, updated_at=now_ms)
+    )
+    return result.rowcount or 0
+
+
+async def next_due(conn: AsyncConnection) -> tuple[int | None, int | None]:
+    """The earliest due time of a scheduled message, and the earliest claim of a
+    message still being sent."""
+    scheduled = select(func.min(m.c.due_at)).where(m.c.status == SCHEDULED)
+    sending = select(func.min(m.c.claimed_at)).where(m.c.status == SENDING)
+    return (await conn.execute(scheduled)).scalar(), (await conn.execute(sending)).scalar()
+
+
+async def counts(conn: AsyncConnection, event_id: int) -> list[tuple[str, str, int]]:
+    query = (
+        select(m.c.channel, m.c.status, func.count())
+        .where(m.c.event_id == event_id)
+        .group_by(m.c.channel, m.c.status)
+    )
+    return [(r[0], r[1], int(r[2])) for r in await conn.execute(query)]
+
+
+async def list_for_event(
+    conn: AsyncConnection, event_id: int, after_id: int | None, limit: int
+) -> list[Message]:
+    query = select(m).where(m.c.event_id == event_id)
+    if after_id is not None:
+        query = query.where(m.c.id > after_id)
+    return [_message(r) for r in await conn.execute(query.order_by(m.c.id).limit(limit))]
+
+
+# --- the inbox ------------------------------------------------------------------------
+
+i = inbox_items_table
+
+
+async def add_inbox_item(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    """Store one item; a second one for the same message is ignored."""
+    await conn.execute(insert_ignoring_duplicates(conn, i), [row])
+
+
+def inbox_item(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "message_id": row.message_id,
+        "title": row.title,
+        "body": row.body,
+        "data": orjson.loads(row.data),
+        "read_at_ms": row.read_at,
+        "archived_at_ms": row.archived_at,
+        "created_at_ms": row.created_at,
+    }
+
+
+async def list_inbox(
+    conn: AsyncConnection,
+    user_id: int,
+    *,
+    before_id: int | None,
+    limit: int,
+    unread: bool | None,
+    archived: bool,
+) -> list[dict[str, Any]]:
+    """Newest first."""
+    query = select(i).where(i.c.user_id == user_id)
+    query = query.where(i.c.archived_at.is_not(None) if archived else i.c.archived_at.is_(None))
+    if unread is True:
+        query = query.where(i.c.read_at.is_(None))
+    elif unread is False:
+        query = query.where(i.c.read_at.is_not(None))
+    if before_id is not None:
+        query = query.where(i.c.id < before_id)
+    rows = await conn.execute(query.order_by(i.c.id.desc()).limit(limit))
+    return [inbox_item(r) for r in rows]
+
+
+async def get_inbox_item(
+    conn: AsyncConnection, user_id: int, item_id: int
+) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(select(i).where(and_(i.c.id == item_id, i.c.user_id == user_id)))
+    ).first()
+    return inbox_item(row) if row else None
+
+
+async def unread_count(conn: AsyncConnection, user_id: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(i)
+        .where(and_(i.c.user_id == user_id, i.c.archived_at.is_(None), i.c.read_at.is_(None)))
+    )
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def mark_read(conn: AsyncConnection, user_id: int, item_id: int | None, now_ms: int) -> int:
+    """Mark one item (or, with ``item_id`` ``None``, every unread one not archived) read."""
+    where = [i.c.user_id == user_id, i.c.read_at.is_(None)]
+    where.append(i.c.id == item_id if item_id is not None else i.c.archived_at.is_(None))
+    result = await conn.execute(update(i).where(and_(*where)).values(read_at=now_ms))
+    return result.rowcount or 0
+
+
+async def archive(conn: AsyncConnection, user_id: int, item_id: int, now_ms: int) -> int:
+    result = await conn.execute(
+        update(i)
+        .where(and_(i.c.id == item_id, i.c.user_id == user_id, i.c.archived_at.is_(None)))
+        .values(archived_at=now_ms)
+    )
+    return result.rowcount or 0
+
+
+__all__ = ["dumps"]

@@ -1,0 +1,186 @@
+"""What makes notifications hard: retries then dead letters, a duplicate
+trigger delivered once, a worker dying mid-send, critical messages overtaking
+a bulk backlog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+
+from sysdesign.platform.clock import ManualClock
+from sysdesign.platform.context import Platform
+from sysdesign.systems.notifications.domain import DLQ_TOPIC, SENDING, deliver_topic
+from sysdesign.systems.notifications.tables import messages_table
+from tests.conftest import Headers
+from tests.systems.notifications.conftest import (
+    API,
+    Receiver,
+    eventually,
+    inbox_template,
+    messages_of,
+    put_template,
+    settled,
+    trigger,
+    user_id,
+)
+
+HOOK = {"category": "orders", "channels": {"webhook": {"en": {"body": "order {{ id }}"}}}}
+
+
+def workers_of(app: Any) -> Any:
+    return app.state.mounted["notifications"].state.notification_workers
+
+
+async def dead_letters(platform: Platform) -> list[Any]:
+    queue = platform.queue
+    found = []
+    for partition in range(await queue.partitions(DLQ_TOPIC)):
+        found += await queue.backend.read(DLQ_TOPIC, partition, 0, 100)
+    return found
+
+
+async def test_a_failing_webhook_is_retried_with_backoff_then_dead_lettered(
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, receiver: Receiver,
+    clock: ManualClock, platform: Platform,
+) -> None:  # fmt: skip
+    receiver.statuses = [500] * 10
+    me = await client.put(f"{API}/me", json={"webhook_url": receiver.url}, headers=ana)
+    receiver.secret = me.json()["webhook_secret"]
+    await put_template(client, admin, "order", HOOK)
+    ana_id = await user_id(client, ana)
+    event = await trigger(client, admin, "order", {"user_ids": [ana_id]}, data={"id": 7})
+
+    for attempt in (1, 2):  # SYSDESIGN_NOTIFY_MAX_ATTEMPTS=3 in these tests
+        [waiting] = await settled(client, admin, event["id"], 1, "scheduled")
+        assert waiting["attempts"] == attempt
+        assert "500" in waiting["last_error"]
+        assert len(receiver.received) == attempt  # it waits for the backoff, on the clock
+        clock.advance(10 * 2 ** (attempt - 1) + 1)  # the longest jittered backoff, and a second
+        await eventually(lambda a=attempt: _attempts_above(client, admin, event["id"], a))
+
+    [failed] = await settled(client, admin, event["id"], 1, "failed")
+    assert failed["attempts"] == 3 and len(receiver.received) == 3
+    assert all(r["valid"] for r in receiver.received)
+    # Every attempt carried the same message id, so a receiver can drop repeats.
+    assert {r["headers"]["sysdesign-message-id"] for r in receiver.received} == {failed["id"]}
+
+    letters = await eventually(lambda: dead_letters(platform))
+    assert len(letters) == 1
+    letter = letters[0].json()
+    assert letter["message_id"] == failed["id"] and letter["attempts"] == 3
+    assert "500" in letter["error"]
+
+
+async def _attempts_above(client: httpx.AsyncClient, admin: Headers, event_id: str,
+                          attempts: int) -> bool:  # fmt: skip
+    [message] = await messages_of(client, admin, event_id)
+    return message["attempts"] > attempts and message["status"] != "queued"
+
+
+async def test_a_webhook_that_recovers_is_delivered(
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, receiver: Receiver,
+    clock: ManualClock,
+) -> None:  # fmt: skip
+    receiver.statuses = [503]
+    me = await client.put(f"{API}/me", json={"webhook_url": receiver.url}, headers=ana)
+    receiver.secret = me.json()["webhook_secret"]
+    await put_template(client, admin, "order", HOOK)
+    event = await trigger(client, admin, "order", {"user_ids": [await user_id(client, ana)]},
+                          data={"id": 8})  # fmt: skip
+    await settled(client, admin, event["id"], 1, "scheduled")
+    clock.advance(11)
+    [done] = await settled(client, admin, event["id"], 1, "delivered")
+    assert done["attempts"] == 2
+
+
+async def test_a_duplicate_trigger_is_delivered_once(
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, platform: Platform
+) -> None:
+    await put_template(client, admin, "hello", inbox_template())
+    ana_id = await user_id(client, ana)
+    body = {"template": "hello", "to": {"user_ids": [ana_id]}, "data": {"name": "Ana"}}
+    first = await client.post(f"{API}/events", json=body,
+                              headers={**admin, "Idempotency-Key": "k-1"})  # fmt: skip
+    again = await client.post(f"{API}/events", json={**body, "idempotency_key": "k-1"},
+                              headers=admin)  # fmt: skip
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["id"] == again.json()["id"]
+    other = await client.post(f"{API}/events", json={**body, "data": {"name": "Bo"}},
+                              headers={**admin, "Idempotency-Key": "k-1"})  # fmt: skip
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+
+    [message] = await settled(client, admin, first.json()["id"], 1, "delivered")
+    # The queue delivers at least once: a repeated delivery message changes nothing.
+    await platform.queue.publish(deliver_topic_of(message), {"message_id": int(message["id"])},
+                                 key=str(ana_id))  # fmt: skip
+    await platform.queue.publish("notifications.fanout.normal",
+                                 {"event_id": int(first.json()["id"]), "after": None})  # fmt: skip
+    await settled(client, admin, first.json()["id"], 1, "delivered")
+    items = (await client.get(f"{API}/inbox", headers=ana)).json()["items"]
+    assert len(items) == 1
+
+
+def deliver_topic_of(message: dict[str, Any]) -> str:
+    from sysdesign.blocks.notify.base import Priority
+
+    return deliver_topic(Priority.NORMAL)
+
+
+async def test_a_message_whose_worker_died_is_sent_by_another(
+    app: Any, client: httpx.AsyncClient, admin: Headers, ana: Headers, clock: ManualClock,
+    platform: Platform,
+) -> None:  # fmt: skip
+    from datetime import UTC, datetime
+
+    await put_template(client, admin, "hello", inbox_template())
+    when = datetime.fromtimestamp(clock.time() + 86400, UTC).isoformat()
+    event = await trigger(client, admin, "hello", {"user_ids": [await user_id(client, ana)]},
+                          data={"name": "Ana"}, send_at=when)  # fmt: skip
+    [message] = await settled(client, admin, event["id"], 1, "scheduled")
+    # A worker claims it and dies before finishing: the row stays "sending".
+    async with platform.db.primary.begin() as conn:
+        await conn.execute(
+            update(messages_table).where(messages_table.c.id == int(message["id"]))
+            .values(status=SENDING, attempts=1, claimed_at=int(clock.time() * 1000))
+        )  # fmt: skip
+    scheduler = workers_of(app).scheduler
+    assert await scheduler.run_once() == 0  # within the visibility timeout: left alone
+    clock.advance(121)
+    assert await scheduler.run_once() == 1  # what the periodic sweep does
+    [done] = await settled(client, admin, event["id"], 1, "delivered")
+    assert done["attempts"] == 2
+    items = (await client.get(f"{API}/inbox", headers=ana)).json()["items"]
+    assert [i["body"] for i in items] == ["Ana waved"]
+
+
+async def test_a_critical_message_overtakes_a_bulk_backlog(
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, platform: Platform
+) -> None:
+    backlog = 10_000
+    await put_template(client, admin, "promo", inbox_template(priority="bulk", category="promo"))
+    await put_template(client, admin, "code", {
+        "category": "security", "critical": True, "priority": "critical",
+        "channels": {"in_app": {"en": {"body": "Your code is {{ code }}"}}},
+    })  # fmt: skip
+    await client.put(f"{API}/topics/everyone", json={"name": "Everyone"}, headers=admin)
+    added = await client.post(f"{API}/topics/everyone/subscribers",
+                              json={"user_ids": list(range(1, backlog + 1))},
+                              headers=admin)  # fmt: skip
+    assert added.json() == {"added": backlog}
+    bulk = await trigger(client, admin, "promo", {"topic": "everyone"}, data={"name": "x"})
+
+    async def fanned_out() -> bool:
+        status = (await client.get(f"{API}/events/{bulk['id']}", headers=admin)).json()
+        return status["status"] == "done"
+
+    await eventually(fanned_out, timeout=60)
+    ana_id = await user_id(client, ana)
+    critical = await trigger(client, admin, "code", {"user_ids": [ana_id]},
+                             data={"code": "424242"})  # fmt: skip
+    await settled(client, admin, critical["id"], 1, "delivered")
+    status = (await client.get(f"{API}/events/{bulk['id']}", headers=admin)).json()
+    waiting = status["counts"]["in_app"].get("queued", 0)
+    assert waiting > backlog // 2, status["counts"]
