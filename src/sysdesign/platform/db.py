@@ -4,6 +4,11 @@ SQL is written once with SQLAlchemy Core; dialect differences stay inside the
 stores. On SQLite (the embedded default) write transactions start with
 ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of
 failing when a read lock cannot be upgraded; WAL lets readers run beside them.
+Within one process, writers to one SQLite database also wait their turn on an
+``asyncio.Lock`` before they begin: SQLite admits one writer at a time anyway,
+and a writer refused by the file lock sleeps in SQLite's busy handler (up to
+100 ms a try) even when the lock came free long before, where a writer
+queued on the asyncio lock starts the moment the previous one commits.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class Database:
         self.name = name
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+        self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
     def safe_url(self) -> str:
@@ -110,7 +116,11 @@ class Database:
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on exit, rolled back on error."""
-        async with self.engine.begin() as conn:
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._writer, self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager

@@ -57,17 +57,23 @@ async def deliver(
         "title": (rendered.subject or "")[:500] or None, "body": rendered.body,
         "data": dumps(data), "read_at": None, "archived_at": None, "created_at": now_ms,
     }  # fmt: skip
-    async with platform.db.primary.engine.connect() as conn, conn.begin() as tx:
-        await messages.add_inbox_item(conn, row)
-        if not await messages.finish(conn, msg, now_ms, **finish):
-            await tx.rollback()
-            return False
-        item = await messages.get_inbox_item(conn, msg.recipient_id, row["id"])
-        unread = await messages.unread_count(conn, msg.recipient_id)
+    try:
+        async with platform.db.primary.begin() as conn:
+            await messages.add_inbox_item(conn, row)
+            if not await messages.finish(conn, msg, now_ms, **finish):
+                raise _ClaimLost  # rolls the item back
+            item = await messages.get_inbox_item(conn, msg.recipient_id, row["id"])
+            unread = await messages.unread_count(conn, msg.recipient_id)
+    except _ClaimLost:
+        return False
     if item is not None:
         await publish(platform, msg.recipient_id,
                       {"type": "item", "item": _public(item), "unread_count": unread})  # fmt: skip
     return True
+
+
+class _ClaimLost(Exception):
+    """Another worker finished the message first."""
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:
