@@ -28,11 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sysdesign.platform.envflag import env_flag
 from sysdesign.platform.errors import ConfigurationError
 
 PREFIX = "SYSDESIGN_NOTIFY_"
-_OFF = frozenset({"0", "false", "no", "off"})
-_ON = frozenset({"", "1", "true", "yes", "on"})
 
 
 def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
@@ -46,15 +45,6 @@ def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float)
     if value < minimum:
         raise ConfigurationError(f"{PREFIX}{key} must be at least {minimum:g}, got {raw!r}")
     return value
-
-
-def _flag(env: Mapping[str, str], key: str) -> bool:
-    raw = env.get(PREFIX + key, "").strip().lower()
-    if raw in _OFF:
-        return False
-    if raw in _ON:
-        return True
-    raise ConfigurationError(f"{PREFIX}{key} must be 1 or 0, got {raw!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +69,7 @@ class NotifyConfig:
             max_attempts=int(_number(env, "MAX_ATTEMPTS", 5, minimum=1)),
             backoff_seconds=_number(env, "BACKOFF_SECONDS", 2.0, minimum=0.0),
             backoff_max_seconds=_number(env, "BACKOFF_MAX_SECONDS", 3600.0, minimum=0.0),
-            workers=_flag(env, "WORKERS"),
+            workers=env_flag(env, PREFIX + "WORKERS", True),
             scheduler_seconds=_number(env, "SCHEDULER_SECONDS", 0.5, minimum=0.001),
             sweep_seconds=_number(env, "SWEEP_SECONDS", 60.0, minimum=0.01),
             visibility_seconds=_number(env, "VISIBILITY_SECONDS", 120.0, minimum=0.01),

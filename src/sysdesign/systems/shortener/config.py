@@ -30,12 +30,11 @@ from urllib.parse import urlsplit
 
 from sysdesign.blocks.ratelimit.base import Limit
 from sysdesign.blocks.ratelimit.rules import parse_limit
+from sysdesign.platform.envflag import env_flag
 from sysdesign.platform.errors import ConfigurationError
 from sysdesign.systems.shortener.domain import TargetPolicy
 
 PREFIX = "SYSDESIGN_SHORTENER_"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 def parse_limits(name: str, text: str) -> tuple[Limit, ...]:
@@ -47,15 +46,6 @@ def parse_limits(name: str, text: str) -> tuple[Limit, ...]:
         return tuple(parse_limit(part.strip()) for part in text.split(","))
     except ValueError as exc:
         raise ConfigurationError(f"{name}: {exc}") from None
-
-
-def _flag(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(f"{name}: {text!r} is not a boolean (use true or false)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +67,7 @@ class ShortenerConfig:
         blocked = {d.strip().lower().strip(".") for d in raw.split(",") if d.strip()}
         return cls(
             blocked_domains=frozenset(blocked),
-            anonymous_creation=_flag(*get("ANONYMOUS", "false")),
+            anonymous_creation=env_flag(env, PREFIX + "ANONYMOUS", False),
             per_user=parse_limits(*get("CREATE_LIMIT_USER", "1000/minute,20000/day")),
             per_ip=parse_limits(*get("CREATE_LIMIT_IP", "2000/minute")),
             per_anonymous_ip=parse_limits(*get("CREATE_LIMIT_ANONYMOUS", "10/minute,100/day")),

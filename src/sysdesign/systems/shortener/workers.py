@@ -48,6 +48,7 @@ from sqlalchemy import delete
 
 from sysdesign.blocks.queue.idempotent import idempotent
 from sysdesign.platform.background import BackgroundTask
+from sysdesign.platform.envflag import env_flag
 from sysdesign.platform.errors import ConfigurationError
 from sysdesign.platform.inbox import inbox_table
 from sysdesign.systems.shortener import stats
@@ -73,18 +74,11 @@ ANALYTICS_ENV = "SYSDESIGN_SHORTENER_ANALYTICS"
 GEOIP_ENV = "SYSDESIGN_SHORTENER_GEOIP_DB"
 INBOX_RETENTION_SECONDS = 7 * 86400
 PURGE_INTERVAL_SECONDS = 3600.0
-_OFF = frozenset({"0", "false", "no", "off"})
-_ON = frozenset({"", "1", "true", "yes", "on"})
 
 
 def analytics_enabled(environ: Mapping[str, str] | None = None) -> bool:
     """Whether this process runs the consumer (``SYSDESIGN_SHORTENER_ANALYTICS``)."""
-    raw = (os.environ if environ is None else environ).get(ANALYTICS_ENV, "").strip().lower()
-    if raw in _OFF:
-        return False
-    if raw in _ON:
-        return True
-    raise ConfigurationError(f"{ANALYTICS_ENV} must be 1 or 0, got {raw!r}")
+    return env_flag(os.environ if environ is None else environ, ANALYTICS_ENV, True)
 
 
 def open_geoip(environ: Mapping[str, str] | None = None) -> GeoIP:
