@@ -128,7 +128,7 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 async def test_migrations_apply_and_are_idempotent(migrated: Database) -> None:
     heads = [
         "0002_inbox",
-        "notifications_0001",
+        "notifications_0002",
         "shortener_0003",
     ]  # the platform's, then each system's branch
     assert sorted(await current_revisions(migrated)) == heads
@@ -187,7 +187,7 @@ async def test_migrate_all_covers_every_shard(tmp_path: Path) -> None:
         for db in router.shards:
             assert sorted(await current_revisions(db)) == [
                 "0002_inbox",
-                "notifications_0001",
+                "notifications_0002",
                 "shortener_0003",
             ]
     finally:

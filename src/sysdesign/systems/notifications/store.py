@@ -40,7 +40,11 @@ def insert_ignoring_duplicates(conn: AsyncConnection, table: Any) -> Insert:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     if dialect in ("mysql", "mariadb"):
-        return mysql.insert(table).prefix_with("IGNORE")
+        # Not INSERT IGNORE: that also turns errors such as a value too long into
+        # warnings and stores the row cut short. Setting a key column to itself
+        # skips only the duplicate.
+        key = next(iter(table.primary_key.columns))
+        return mysql.insert(table).on_duplicate_key_update({key.name: key})
     return sqlite.insert(table).on_conflict_do_nothing()
 
 

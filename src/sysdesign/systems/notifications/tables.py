@@ -28,9 +28,21 @@ from sqlalchemy.types import TypeEngine
 from sysdesign.platform.db import metadata
 
 
-def json_text() -> TypeEngine[str]:
-    """JSON as text; MEDIUMTEXT on MySQL/MariaDB, whose TEXT stops at 64 KiB."""
+def long_text() -> TypeEngine[str]:
+    """Text up to megabytes; MEDIUMTEXT on MySQL/MariaDB, whose TEXT stops at 64 KiB."""
     return Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+def json_text() -> TypeEngine[str]:
+    """JSON as text (see ``long_text``)."""
+    return long_text()
+
+
+def exact_string(length: int) -> TypeEngine[str]:
+    """A string compared byte for byte: MySQL/MariaDB's default collations compare
+    case-insensitively, which would make ``K-1`` and ``k-1`` one idempotency key."""
+    binary = mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin")
+    return String(length).with_variant(binary, "mysql", "mariadb")
 
 
 templates_table = Table(
@@ -106,7 +118,7 @@ events_table = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
     Column("caller", String(64), nullable=False),
-    Column("idempotency_key", String(255), nullable=True),
+    Column("idempotency_key", exact_string(255), nullable=True),
     Column("fingerprint", String(64), nullable=False),  # of the request, for key reuse
     Column("template", String(100), nullable=False),
     Column("recipients", json_text(), nullable=False),
@@ -150,7 +162,7 @@ inbox_items_table = Table(
     Column("user_id", BigInteger, nullable=False),
     Column("message_id", BigInteger, nullable=False),
     Column("title", String(500), nullable=True),
-    Column("body", Text, nullable=False),
+    Column("body", long_text(), nullable=False),  # a rendered body may pass 64 KiB
     Column("data", json_text(), nullable=False),
     Column("read_at", BigInteger, nullable=True),
     Column("archived_at", BigInteger, nullable=True),
