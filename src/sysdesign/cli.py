@@ -420,6 +420,40 @@ def bench_shortener(
     )
 
 
+@bench_app.command("notifications")
+def bench_notifications(
+    subscribers: Annotated[
+        int, typer.Option(min=1, help="Subscribers of the topic the one trigger goes to.")
+    ] = 100_000,
+    codes: Annotated[
+        int, typer.Option(min=0, help="One-time codes sent to single users during the fan-out.")
+    ] = 50,
+    otp_interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between two one-time codes.")
+    ] = 0.5,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for every delivery.")
+    ] = 3600.0,
+    tmp_root: Annotated[
+        str | None, typer.Option(help="Where the temporary data directory goes (e.g. /dev/shm).")
+    ] = None,
+    out: Annotated[str, typer.Option(help="Directory for the JSON result.")] = "bench/results",
+) -> None:
+    """Fan-out time, deliveries/s (in-app, webhook), trigger-to-inbox p99, one-time codes' p99
+    under that load, beside raw SQLite inserts of as many inbox rows."""
+    from sysdesign.systems.notifications.bench import run_notifications_bench
+
+    run_notifications_bench(
+        subscribers=subscribers,
+        codes=codes,
+        otp_interval=otp_interval,
+        timeout=timeout,
+        out_dir=out,
+        console=console,
+        tmp_root=tmp_root,
+    )
+
+
 @app.command(
     "cache-node",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
