@@ -22,7 +22,7 @@ from sysdesign.blocks.notify.webhook import verify_signature
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.context import Platform
-from tests.conftest import Headers, make_settings, open_client, sign_in
+from tests.conftest import Headers, make_settings, sign_in
 
 API = "/notifications/v1"
 ADMIN_EMAIL = "admin@example.com"
@@ -67,13 +67,8 @@ def app(
 
 @pytest.fixture
 def platform(app: Starlette) -> Platform:
+    """The platform of this folder's app (not the started one of tests/conftest.py)."""
     return app.state.platform
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in open_client(app):
-        yield c
 
 
 @pytest.fixture

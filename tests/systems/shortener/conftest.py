@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.context import Platform
-from tests.conftest import Headers, make_settings, open_client, sign_in
+from tests.conftest import Headers, make_settings, sign_in
 
 
 def two_shards(tmp_path: Path) -> str:
@@ -48,13 +48,8 @@ def app(
 
 @pytest.fixture
 def platform(app: Starlette) -> Platform:
+    """The platform of this folder's app (not the started one of tests/conftest.py)."""
     return app.state.platform
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in open_client(app):
-        yield c
 
 
 @pytest.fixture

@@ -167,11 +167,10 @@ def create_app(
               summary="Shorten a URL",
               responses={**UNAUTHORIZED, **taken, **limited})  # fmt: skip
     async def create(body: CreateLinkRequest, owner: Creator, request: Request) -> LinkOut:
-        new = body.new_link()
-        creator = None if owner == access.ANONYMOUS_OWNER else owner
-        service.prepare(owner, new, host=request.url.netloc)  # refuse bad input before counting
-        await service.admit(creator, _client_ip(request), 1)
-        return link_out(request, await service.create(owner, new, host=request.url.netloc))
+        link = await service.create(
+            owner, body.new_link(), host=request.url.netloc, ip=_client_ip(request)
+        )
+        return link_out(request, link)
 
     @app.post("/v1/links/bulk", response_model=BulkResult, tags=["links"],
               summary="Shorten up to 1,000 URLs; each item is answered on its own",

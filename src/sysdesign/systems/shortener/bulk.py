@@ -21,16 +21,12 @@ import io
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
 from sysdesign.systems.shortener import store
 from sysdesign.systems.shortener.domain import Link, LinkInvalid
 from sysdesign.systems.shortener.service import AliasTaken, LinkService, NewLink, claim_alias
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
 MAX_BULK = 1000
 LINKS_TOPIC = "shortener.links"
@@ -97,7 +93,8 @@ async def _insert_batch(
     """Write the batch in one transaction; ``IntegrityError`` leaves none of it."""
     done: list[tuple[int, Outcome]] = []
     async with links.platform.unit_of_work(batch[0][1].code) as uow:
-        retired = await _retired_owners(uow.conn, [link.code for _, link in batch if link.custom])
+        aliases = [link.code for _, link in batch if link.custom]
+        retired = await store.retired_alias_owners(uow.conn, aliases)
         keep: list[Link] = []
         for index, link in batch:
             retired_by = retired.get(link.code)
@@ -113,15 +110,6 @@ async def _insert_batch(
             LINKS_TOPIC, [(links.event("created", link), link.code) for link in keep]
         )
     return done
-
-
-async def _retired_owners(conn: AsyncConnection, codes: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for code in codes:
-        owner = await store.retired_alias_owner(conn, code)
-        if owner is not None:
-            out[code] = owner
-    return out
 
 
 async def _insert_one(links: LinkService, owner_id: int, link: Link) -> Outcome:

@@ -207,9 +207,14 @@ class LinkService:
     async def next_code(self) -> str:
         return code_for_number(await self._allocator.next_number())
 
-    async def create(self, owner_id: int, new: NewLink, *, host: str | None = None) -> Link:
-        """A new link of ``owner_id``. Raises ``LinkInvalid`` or ``AliasTaken``."""
+    async def create(
+        self, owner_id: int, new: NewLink, *, host: str | None = None, ip: str | None = None
+    ) -> Link:
+        """A new link of ``owner_id``, counted against the creation limits of the
+        owner and the address ``ip`` once it is known to be valid. Raises
+        ``LinkInvalid``, ``AliasTaken`` or ``Problem(429)``."""
         link = self.prepare(owner_id, new, host=host)
+        await self.admit(None if owner_id == ANONYMOUS_OWNER else owner_id, ip, 1)
         if new.password is not None:
             link = replace(link, password_hash=await self._platform.passwords.hash(new.password))
         for _ in range(_GENERATED_RETRIES):

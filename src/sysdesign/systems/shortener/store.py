@@ -294,6 +294,15 @@ async def retired_alias_owner(conn: AsyncConnection, code: str) -> int | None:
     return None if owner is None else int(owner)
 
 
+async def retired_alias_owners(conn: AsyncConnection, codes: Sequence[str]) -> dict[str, int]:
+    """The owners of those of ``codes`` that are retired aliases, in one query."""
+    if not codes:
+        return {}
+    t = retired_aliases_table
+    rows = await conn.execute(select(t.c.code, t.c.owner_id).where(t.c.code.in_(codes)))
+    return {code: int(owner) for code, owner in rows}
+
+
 async def unretire_alias(conn: AsyncConnection, code: str) -> None:
     await conn.execute(delete(retired_aliases_table).where(retired_aliases_table.c.code == code))
 

@@ -235,10 +235,7 @@ class WebPages(PageFrame):
         owner, host = self._user_id(session), request.url.netloc
         try:
             new = new_link(typed, max_visits_limit=MAX_VISITS)
-            # As the API does: bad input is refused before it counts against the limits.
-            self._links.prepare(owner, new, host=host)
-            await self._links.admit(owner, client_ip(request), 1)
-            link = await self._links.create(owner, new, host=host)
+            link = await self._links.create(owner, new, host=host, ip=client_ip(request))
         except Problem as problem:
             if problem.status != 429:
                 raise
