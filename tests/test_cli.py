@@ -44,7 +44,7 @@ def test_systems_lists_all_fifteen(env: dict[str, str]) -> None:
 def test_migrate_then_seed_is_idempotent(env: dict[str, str]) -> None:
     migrated = runner.invoke(app, ["migrate"], env=env)
     assert migrated.exit_code == 0, migrated.output
-    assert "0002_inbox" in migrated.output
+    assert "0003_outbox_topic" in migrated.output
     first = runner.invoke(app, ["seed", "accounts", "--size", "3"], env=env)
     assert first.exit_code == 0, first.output
     assert "3 new of 3" in first.output

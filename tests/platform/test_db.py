@@ -127,8 +127,8 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 
 async def test_migrations_apply_and_are_idempotent(migrated: Database) -> None:
     heads = [
-        "0002_inbox",
-        "notifications_0002",
+        "0003_outbox_topic",
+        "notifications_0003",
         "shortener_0003",
     ]  # the platform's, then each system's branch
     assert sorted(await current_revisions(migrated)) == heads
@@ -186,8 +186,8 @@ async def test_migrate_all_covers_every_shard(tmp_path: Path) -> None:
         await migrate_all(router)
         for db in router.shards:
             assert sorted(await current_revisions(db)) == [
-                "0002_inbox",
-                "notifications_0002",
+                "0003_outbox_topic",
+                "notifications_0003",
                 "shortener_0003",
             ]
     finally:

@@ -4,11 +4,12 @@ SQL is written once with SQLAlchemy Core; dialect differences stay inside the
 stores. On SQLite (the embedded default) write transactions start with
 ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of
 failing when a read lock cannot be upgraded; WAL lets readers run beside them.
-Within one process, writers to one SQLite database also wait their turn on an
-``asyncio.Lock`` before they begin: SQLite admits one writer at a time anyway,
-and a writer refused by the file lock sleeps in SQLite's busy handler (up to
-100 ms a try) even when the lock came free long before, where a writer
-queued on the asyncio lock starts the moment the previous one commits.
+Within one process, writers to one SQLite database also wait their turn on a
+lock of their own (``writerlock.WriterLock``) before they begin: SQLite
+admits one writer at a time anyway, and a writer refused by the file lock
+sleeps in SQLite's busy handler (up to 100 ms a try) even when the lock came
+free long before, where a writer queued on the lock starts the moment the
+previous one commits. Writers inside ``writerlock.urgent()`` go first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sysdesign.platform.errors import ConfigurationError
+from sysdesign.platform.writerlock import WriterLock
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -107,7 +109,7 @@ class Database:
         self.name = name
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
-        self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._writer = WriterLock() if self.dialect == "sqlite" else None
 
     @property
     def safe_url(self) -> str:

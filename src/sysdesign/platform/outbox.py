@@ -12,7 +12,7 @@ transactions did not overlap (one key's events, written one change at a time).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ outbox_table = Table(
     Column("created_at", BigInteger, nullable=False),  # epoch milliseconds
     Column("published_at", BigInteger, nullable=True),
     Index("ix_outbox_pending", "published_at", "id"),
+    Index("ix_outbox_pending_topic", "published_at", "topic", "id"),
 )
 
 
@@ -92,21 +93,25 @@ async def add_events(
 
 
 async def fetch_pending(
-    conn: AsyncConnection, limit: int = 100, *, lock: bool = False
+    conn: AsyncConnection,
+    limit: int = 100,
+    *,
+    lock: bool = False,
+    topics: Collection[str] | None = None,
 ) -> list[OutboxEvent]:
-    """Unpublished events, lowest id (earliest created) first.
+    """Unpublished events, lowest id (earliest created) first; of ``topics``
+    only when given.
 
     ``lock`` locks the rows for the caller's transaction and skips rows
     another transaction has locked (``FOR UPDATE SKIP LOCKED`` where the
     engine has it; SQLite's write transaction is exclusive already), so
     several relays share the work instead of publishing the same rows.
     """
-    query = (
-        select(outbox_table)
-        .where(outbox_table.c.published_at.is_(None))
-        .order_by(outbox_table.c.id)
-        .limit(limit)
-    )
+    o = outbox_table
+    query = select(o).where(o.c.published_at.is_(None))
+    if topics is not None:
+        query = query.where(o.c.topic.in_(list(topics)))
+    query = query.order_by(o.c.id).limit(limit)
     if lock:
         query = query.with_for_update(skip_locked=True)
     rows = await conn.execute(query)

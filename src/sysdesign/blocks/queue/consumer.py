@@ -82,6 +82,17 @@ def _uncancel() -> None:
         task.uncancel()
 
 
+def _absorb_timeout(worker: _Worker | None) -> bool:
+    """After a ``CancelledError`` in a handler: ``True`` when it was the
+    watchdog's (the handler ran past its visibility timeout), which is then
+    taken back; ``False`` for a real cancellation, to be raised."""
+    if worker is None or not worker.timed_out:
+        return False
+    worker.timed_out = False
+    _uncancel()
+    return True
+
+
 def default_member_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -111,6 +122,8 @@ class Subscription:
         self.topic = topic
         self.group = group
         self.handler = handler
+        # Set by ``Queue.subscribe_batch``: tried first on each fetched batch.
+        self.batch_handler: Callable[[list[Message]], Awaitable[Any]] | None = None
         self.max_attempts = max_attempts
         self.visibility_timeout = visibility_timeout
         self.backoff = backoff
@@ -245,6 +258,9 @@ class Subscription:
                     worker.busy = True
                 monotonic = self.clock.monotonic
                 ack_due = monotonic() + ACK_INTERVAL_SECONDS
+                if batch and not stop.is_set() and await self._handle_batch(batch, worker):
+                    done.extend(batch)
+                    batch = []
                 for message in batch:
                     if stop.is_set() or not await self._handle(message, stop, worker):
                         break  # what is not acknowledged goes to the partition's next holder
@@ -301,10 +317,8 @@ class Subscription:
                 self.stats.handled += 1
                 return True
             except asyncio.CancelledError:
-                if worker is None or not worker.timed_out:
+                if not _absorb_timeout(worker):
                     raise
-                worker.timed_out = False
-                _uncancel()
                 error = f"handler did not finish within {self.visibility_timeout:g}s"
             except Exception as exc:
                 error = f"{exc.__class__.__name__}: {exc}"
@@ -326,13 +340,42 @@ class Subscription:
                 return False
             attempt += 1
 
+    async def _handle_batch(self, batch: list[Message], worker: _Worker | None) -> bool:
+        """Run the batch handler once on the whole batch; ``False`` (handle the
+        messages one at a time) without one, when it fails, or when a message
+        of the batch was delivered before: that batch may be what killed its
+        last consumer."""
+        handler = self.batch_handler
+        if handler is None or any(m.attempt > 1 for m in batch):
+            return False
+        try:
+            await self._run(handler, batch, worker)
+        except asyncio.CancelledError:
+            if not _absorb_timeout(worker):
+                raise
+            error = f"batch handler did not finish within {self.visibility_timeout:g}s"
+        except Exception as exc:
+            error = f"{exc.__class__.__name__}: {exc}"
+        else:
+            self.stats.handled += len(batch)
+            return True
+        self.stats.failures += 1
+        log.warning("queue.batch_failed", topic=self.topic, group=self.group,
+                    messages=len(batch), error=error)  # fmt: skip
+        return False
+
     async def _run_handler(self, message: Message, worker: _Worker | None) -> None:
+        await self._run(self.handler, message, worker)
+
+    async def _run(
+        self, handler: Callable[[Any], Awaitable[Any]], argument: Any, worker: _Worker | None
+    ) -> None:
         if self._semaphore is not None:
             await self._semaphore.acquire()
         try:
             if worker is not None:
                 worker.handling_since = self.clock.monotonic()
-            await self.handler(message)
+            await handler(argument)
             if worker is not None and worker.timed_out:
                 # The handler swallowed the watchdog's cancellation and finished.
                 worker.timed_out = False

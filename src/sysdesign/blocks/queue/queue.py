@@ -25,6 +25,16 @@ from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.db import stable_hash
 
 Handler = Callable[[Message], Awaitable[Any]]
+BatchHandler = Callable[[list[Message]], Awaitable[Any]]
+
+
+def _one_at_a_time(handler: BatchHandler) -> Handler:
+    async def handle(message: Message) -> Any:
+        return await handler([message])
+
+    return handle
+
+
 REPLAY_GROUP = "sysdesign-dlq-replay"
 
 
@@ -230,6 +240,28 @@ class Queue:
             start=start,
             poll_wait=poll_wait,
         )
+
+    def subscribe_batch(
+        self,
+        topic: str,
+        group: str,
+        handler: BatchHandler,
+        **options: Any,
+    ) -> Subscription:
+        """``subscribe`` for a handler of many messages at once: each call gets
+        the messages fetched from one partition together (up to ``batch_size``,
+        in partition order), and returning acknowledges all of them.
+
+        When the handler raises, or when any message of the batch was
+        delivered before (its consumer died or timed out on it), the messages
+        are handled one at a time instead, each as ``[message]`` with the
+        retries and dead letters of ``subscribe``: one bad message never holds
+        up or dead-letters the others. The handler must therefore be safe to
+        run again on messages of a batch that failed part of the way.
+        """
+        subscription = self.subscribe(topic, group, _one_at_a_time(handler), **options)
+        subscription.batch_handler = handler
+        return subscription
 
     async def dead_letter(self, message: Message, error: str) -> str:
         """Move ``message`` to ``<topic>.dlq`` with why it failed."""

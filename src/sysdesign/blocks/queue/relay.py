@@ -4,7 +4,10 @@ Each pass takes a batch of unpublished rows on a shard inside one
 transaction, publishes them (in id order, each topic's as one batch) and
 marks them published before committing. A crash after publishing and before
 the commit leaves the rows unpublished, so the next pass publishes them
-again: a duplicate, never a loss. Every message carries the event id in the
+again: a duplicate, never a loss. Topics marked ``expedite`` go first: each
+pass takes their pending rows before any other, so an urgent event waits for
+at most the pass in progress, not for a backlog of other topics' events
+(a topic's own events keep their order). Every message carries the event id in the
 ``sysdesign-event-id`` header, the same on a republish, which is what
 idempotent consumers record.
 """
@@ -23,6 +26,7 @@ from sysdesign.platform import outbox
 from sysdesign.platform.background import BackgroundTask
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.db import Database, ShardRouter
+from sysdesign.platform.writerlock import urgent
 
 log = structlog.get_logger("sysdesign.queue.relay")
 
@@ -43,16 +47,30 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.interval_seconds = interval_seconds
         self.published = 0
+        self.expedited: set[str] = set()
         self._wake = asyncio.Event()
         self._task = BackgroundTask(self._loop, "outbox-relay")
 
     async def relay_shard(self, db: Database) -> int:
-        """One batch from one shard; returns how many events were published."""
+        """One batch from one shard (and first a batch of expedited topics'
+        events, if any are pending); returns how many events were published."""
         async with db.read() as conn:  # cheap look first: an idle pass takes no write lock
-            if not await outbox.fetch_pending(conn, 1):
-                return 0
+            expedite = bool(self.expedited) and bool(
+                await outbox.fetch_pending(conn, 1, topics=self.expedited)
+            )
+            pending = bool(await outbox.fetch_pending(conn, 1))
+        published = 0
+        if expedite:
+            # Its turn at SQLite's writer comes before other writers' (see writerlock).
+            with urgent():
+                published += await self._relay_batch(db, self.expedited)
+        if pending:
+            published += await self._relay_batch(db, None)
+        return published
+
+    async def _relay_batch(self, db: Database, topics: set[str] | None) -> int:
         async with db.begin() as conn:
-            events = await outbox.fetch_pending(conn, self.batch_size, lock=True)
+            events = await outbox.fetch_pending(conn, self.batch_size, lock=True, topics=topics)
             if not events:
                 return 0
             by_topic: dict[str, list[OutgoingMessage]] = defaultdict(list)
@@ -75,6 +93,10 @@ class OutboxRelay:
                 if done < self.batch_size:
                     break
         return total
+
+    def expedite(self, *topics: str) -> None:
+        """Publish ``topics``' events before any other pending ones."""
+        self.expedited.update(topics)
 
     def wake(self) -> None:
         """Run a pass now (a unit of work that emitted events just committed)."""

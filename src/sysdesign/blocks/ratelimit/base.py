@@ -172,6 +172,17 @@ async def hit_many_or_fallback(
         return await fallback.hit_many(hits)
 
 
+async def hit_batch_or_fallback(
+    store: RateLimitStore, fallback: RateLimitStore, requests: Sequence[Sequence[Hit]]
+) -> list[list[Decision]]:
+    """``store.hit_batch(requests)``, or the same on ``fallback`` while ``store``
+    is unavailable."""
+    try:
+        return await store.hit_batch(requests)
+    except StoreUnavailable:
+        return await fallback.hit_batch(requests)
+
+
 def retry_after_seconds(refused: Sequence[Decision]) -> int:
     """Whole seconds until every refused limit could admit again (at least 1),
     for a ``Retry-After`` header."""
