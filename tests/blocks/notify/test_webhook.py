@@ -1,11 +1,14 @@
-"""Webhooks against a real local HTTP receiver that checks signatures."""
+"""Webhooks against a real local HTTP receiver that checks signatures; the
+receiver is on loopback, which a sender reaches only when allowed to."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from ipaddress import ip_address
 from typing import Any
 
 import httpx
@@ -20,9 +23,12 @@ from sysdesign.blocks.notify import (
     Rendered,
     TemporaryFailure,
     WebhookSender,
+    netguard,
     sign,
     verify_signature,
 )
+from sysdesign.blocks.notify.netguard import IPAddress, parse_networks
+from sysdesign.blocks.notify.webhook import check_webhook_url
 from sysdesign.platform.clock import ManualClock
 from tests.blocks.notify.helpers import (
     Handler,
@@ -34,6 +40,7 @@ from tests.blocks.notify.helpers import (
 )
 
 SECRET = "whsec_test"
+LOOPBACK = parse_networks("127.0.0.0/8")
 
 
 def webhook(url: str, **kwargs: Any) -> Outgoing:
@@ -48,9 +55,11 @@ def replying(status: int, headers: dict[str, str] | None = None) -> Handler:
 
 
 class WebhookSenderContext:
-    """A sender of its own, closed on the way out."""
+    """A sender of its own, closed on the way out; it may reach the loopback
+    receivers unless told otherwise."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_networks", LOOPBACK)
         self.sender = WebhookSender(**kwargs)
 
     async def __aenter__(self) -> WebhookSender:
@@ -184,7 +193,7 @@ async def test_data_that_is_not_json_is_permanent() -> None:
 
 async def test_a_given_client_is_used_and_left_open() -> None:
     async with HttpReceiver(replying(200)) as server, httpx.AsyncClient() as client:
-        sender = WebhookSender(client)
+        sender = WebhookSender(client, allow_networks=LOOPBACK)
         await sender.send(webhook(server.url))
         await sender.close()
         assert not client.is_closed
@@ -199,6 +208,134 @@ async def test_concurrent_deliveries() -> None:
     assert sorted(r.headers["sysdesign-message-id"] for r in server.requests) == sorted(
         f"m{n}" for n in range(20)
     )
+
+
+# Server-side request forgery
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("127.0.0.1", "127.0.0.1, a loopback address"),
+        ("localhost", "a loopback address"),  # resolved: 127.0.0.1 or ::1
+        ("127.1", "127.0.0.1, a loopback address"),  # getaddrinfo's shorthand
+        ("10.0.0.1", "10.0.0.1, a private address"),
+        ("169.254.169.254", "169.254.169.254, a link-local address"),
+        ("[::1]", "::1, a loopback address"),
+        ("[::ffff:127.0.0.1]", "a loopback address"),  # spelt per Python version
+        ("100.64.0.1", "100.64.0.1, a shared (carrier-grade NAT) address"),
+    ],
+)
+async def test_a_default_sender_refuses_internal_addresses(host: str, shown: str) -> None:
+    async with (
+        HttpReceiver(replying(200)) as server,
+        WebhookSenderContext(allow_networks=()) as sender,
+    ):
+        url = f"http://{host}:{server.port}/hook"
+        with pytest.raises(PermanentFailure) as failure:
+            await sender.send(webhook(url))
+    assert shown in str(failure.value)
+    assert str(failure.value).startswith(f"webhook {url} resolves to ")
+    assert str(failure.value).endswith(
+        "refused (allow it with SYSDESIGN_NOTIFY_WEBHOOK_ALLOW_NETWORKS)"
+    )
+    assert server.requests == []
+
+
+async def test_a_literal_address_is_refused_before_any_connection() -> None:
+    async def transport(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no request should be made, got {request.url}")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(transport)) as client:
+        sender = WebhookSender(client)
+        with pytest.raises(PermanentFailure, match=re.escape("10.0.0.5, a private address")):
+            await sender.send(webhook("https://10.0.0.5/hook"))
+
+
+def fake_dns(answers: dict[str, list[str]]) -> netguard.Resolver:
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        return [ip_address(a) for a in answers[host]]
+
+    return resolve
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused_when_connecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(netguard, "resolve_host", fake_dns({"rebind.example": ["127.0.0.1"]}))
+    async with (
+        HttpReceiver(replying(200)) as server,
+        WebhookSenderContext(allow_networks=()) as sender,
+    ):
+        with pytest.raises(
+            PermanentFailure, match=re.escape("resolves to 127.0.0.1, a loopback address")
+        ):
+            await sender.send(webhook(f"http://rebind.example:{server.port}/hook"))
+    assert server.requests == []
+
+
+async def test_an_allowed_name_is_reached_at_the_checked_address_under_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # rebind.example has no real DNS: reaching the receiver proves the
+    # connection went to the address that was checked.
+    monkeypatch.setattr(netguard, "resolve_host", fake_dns({"rebind.example": ["127.0.0.1"]}))
+    async with HttpReceiver(replying(204)) as server, WebhookSenderContext() as sender:
+        assert await sender.send(webhook(f"http://rebind.example:{server.port}/hook")) is None
+    [request] = server.requests
+    assert request.headers["host"] == f"rebind.example:{server.port}"
+    assert request.target == "/hook"
+
+
+async def test_allow_networks_admits_only_what_it_names() -> None:
+    allow = parse_networks("10.0.0.0/8")
+    async with (
+        HttpReceiver(replying(200)) as server,
+        WebhookSenderContext(allow_networks=allow) as sender,
+    ):
+        with pytest.raises(PermanentFailure, match="loopback"):
+            await sender.send(webhook(server.url))
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/in",
+        "http://localhost:8080/",  # a name: checked when connecting, not here
+        "http://8.8.8.8/hook",
+        "https://[2606:4700:4700::1111]/hook",
+    ],
+)
+def test_check_webhook_url_accepts(url: str) -> None:
+    check_webhook_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.org/hook", "http:// or https://"),
+        ("example.org/hook", "http:// or https://"),
+        ("http://[::1/hook", "http:// or https://"),
+        ("https:///hook", "must name a host"),
+        ("http://127.0.0.1:8080/", "127.0.0.1, a loopback address"),
+        ("http://0x7f000001/", "127.0.0.1, a loopback address"),
+        ("https://10.1.2.3/", "10.1.2.3, a private address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254, a link-local address"),
+        ("http://[fd00::1]/", "fd00::1, a private address"),
+        ("http://[::ffff:10.0.0.1]/", "a private address"),
+        ("http://0.0.0.0:9000/", "0.0.0.0, an unspecified address"),
+    ],
+)
+def test_check_webhook_url_refuses(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_webhook_url(url)
+
+
+def test_check_webhook_url_honours_allow_networks() -> None:
+    check_webhook_url("https://10.1.2.3/", parse_networks("10.0.0.0/8"))
+    with pytest.raises(ValueError, match="private"):
+        check_webhook_url("https://192.168.0.1/", parse_networks("10.0.0.0/8"))
 
 
 # verify_signature, the receiver's half

@@ -22,6 +22,14 @@ header, in seconds or as an HTTP date). A redirect is not followed (the
 subscriber should register the final URL) and, like any other status, is
 ``PermanentFailure``; so are a URL that is not http(s), an address without
 a secret, and data that is not JSON.
+
+Server-side request forgery: a sender that builds its own client connects
+only to public addresses (``netguard``) and to the networks in
+``allow_networks``. A host name is resolved once and every address it
+resolves to must pass, and the connection goes to an address that was
+checked, so DNS rebinding cannot reach an internal service. A refused address
+is ``PermanentFailure``. ``check_webhook_url`` is the cheap check for when a
+URL is registered.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import asyncio
 import hashlib
 import hmac
 import math
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -43,6 +52,14 @@ from sysdesign.blocks.notify.base import (
     PermanentFailure,
     TemporaryFailure,
 )
+from sysdesign.blocks.notify.netguard import (
+    AddressGuard,
+    AddressRefused,
+    GuardedNetworkBackend,
+    GuardedTransport,
+    Network,
+    ip_literal,
+)
 from sysdesign.platform.clock import Clock, SystemClock
 
 SIGNATURE_VERSION = "v1"
@@ -52,6 +69,8 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 # make us hold any amount.
 _RESPONSE_READ_LIMIT = 64 * 1024
 _USER_AGENT = "sysdesign-notify/1"
+# Named in refusals so that whoever reads the dead letter knows the remedy.
+ALLOW_NETWORKS_SETTING = "SYSDESIGN_NOTIFY_WEBHOOK_ALLOW_NETWORKS"
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -124,10 +143,51 @@ def payload(message: Outgoing) -> bytes:
         raise PermanentFailure(f"webhook data is not JSON: {exc}") from exc
 
 
+def _webhook_host(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed "[" around an IPv6 address, say
+        raise ValueError(f"a webhook URL must be http:// or https://, not {url!r}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"a webhook URL must be http:// or https://, not {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"a webhook URL must name a host, not {url!r}")
+    return parts.hostname
+
+
+def check_webhook_url(url: str, allow_networks: Sequence[Network] = ()) -> None:
+    """Returns when ``url`` may be registered as a webhook: http(s), with a
+    host, and that host is not an IP literal outside public addresses and
+    ``allow_networks``. Raises ``ValueError`` saying which. Resolves no name:
+    a name is checked when a sender connects (it may change meanwhile)."""
+    host = _webhook_host(url)
+    literal = ip_literal(host)
+    if literal is None:
+        return
+    try:
+        AddressGuard(allow_networks).check(literal)
+    except AddressRefused as exc:
+        raise ValueError(
+            f"webhook URL {url!r} points at {exc.address}, {exc.reason}; refused"
+        ) from exc
+
+
+def _refused(url: str, exc: AddressRefused) -> PermanentFailure:
+    return PermanentFailure(
+        f"webhook {url} resolves to {exc.address}, {exc.reason}; "
+        f"refused (allow it with {ALLOW_NETWORKS_SETTING})"
+    )
+
+
 class WebhookSender:
-    """The ``WEBHOOK`` channel. Uses ``client`` when given (and leaves it
-    open on ``close``), otherwise its own client with bounded pools.
-    ``timeout`` bounds each whole request, connecting included."""
+    """The ``WEBHOOK`` channel. ``timeout`` bounds each whole request,
+    connecting included.
+
+    Without ``client`` it builds its own, with bounded pools, that connects
+    only to public addresses and those inside ``allow_networks`` (no proxy).
+    A given ``client`` is used as is and left open on ``close``: its
+    connections are the caller's responsibility, and only a URL whose host is
+    an IP literal is checked against ``allow_networks`` before sending."""
 
     channel = Channel.WEBHOOK
 
@@ -137,28 +197,39 @@ class WebhookSender:
         timeout: float = 5.0,
         *,
         clock: Clock | None = None,
+        allow_networks: Sequence[Network] = (),
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be more than zero seconds, not {timeout!r}")
         self.timeout = timeout
         self._clock = clock or SystemClock()
+        self._guard = AddressGuard(allow_networks)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0
-            ),
-            follow_redirects=False,
-            headers={"User-Agent": _USER_AGENT},
-        )
+        if client is None:
+            limits = httpx.Limits(
+                max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0
+            )
+            client = httpx.AsyncClient(
+                transport=GuardedTransport(GuardedNetworkBackend(self._guard), limits=limits),
+                timeout=httpx.Timeout(timeout),
+                follow_redirects=False,
+                headers={"User-Agent": _USER_AGENT},
+            )
+        self._client = client
 
     async def send(self, message: Outgoing) -> str | None:
         if message.channel != Channel.WEBHOOK or message.address.channel != Channel.WEBHOOK:
             raise PermanentFailure(f"a webhook sender cannot send a {message.channel} message")
         url = message.address.value
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PermanentFailure(f"a webhook URL must be http:// or https://, not {url!r}")
+        try:
+            host = _webhook_host(url)
+        except ValueError as exc:
+            raise PermanentFailure(str(exc)) from exc
+        if (literal := ip_literal(host)) is not None:
+            try:
+                self._guard.check(literal)
+            except AddressRefused as exc:
+                raise _refused(url, exc) from exc
         secret = message.address.secret
         if not secret:
             raise PermanentFailure("the webhook address has no secret to sign with")
@@ -175,6 +246,8 @@ class WebhookSender:
                 status, wait = await self._post(url, body, headers)
         except DeliveryError:
             raise
+        except AddressRefused as exc:
+            raise _refused(url, exc) from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise TemporaryFailure(f"webhook {url} timed out after {self.timeout} s") from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
