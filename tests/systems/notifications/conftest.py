@@ -28,6 +28,10 @@ API = "/notifications/v1"
 ADMIN_EMAIL = "admin@example.com"
 
 
+# A template that sends only a webhook.
+HOOK = {"category": "orders", "channels": {"webhook": {"en": {"body": "order {{ id }}"}}}}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,6 +47,7 @@ def notify_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "SYSDESIGN_NOTIFY_SWEEP_SECONDS": "3600",
         "SYSDESIGN_NOTIFY_BACKOFF_SECONDS": "10",
         "SYSDESIGN_NOTIFY_MAX_ATTEMPTS": "3",
+        "SYSDESIGN_NOTIFY_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the receivers here
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

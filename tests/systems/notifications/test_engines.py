@@ -7,6 +7,7 @@ handlers makes the queue deliver every fan-out and delivery message twice."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,7 +75,9 @@ async def start_doubled(
     for priority in Priority:
         for topic, handler in ((fanout_topic(priority), shadow_fanout),
                                (deliver_topic(priority), shadow_delivery)):  # fmt: skip
-            sub = platform.queue.subscribe(topic, "shadow", handler, concurrency=4, poll_wait=0.05)
+            subscribe = (platform.queue.subscribe_batch if handler is shadow_delivery
+                         else platform.queue.subscribe)  # fmt: skip
+            sub = subscribe(topic, "shadow", handler, concurrency=4, poll_wait=0.05)
             await sub.start()
             shadows.append(sub)
     return running, shadow_delivery, shadows
@@ -180,13 +183,20 @@ async def test_two_concurrent_claims_of_one_message_have_one_winner(
             conn, [_message(i, Status.QUEUED.value, now_ms) for i in ids]
         )
 
-    async def claim(message_id: int) -> bool:
+    async def claim(message_ids: list[int]) -> set[int]:
         async with engine.db.primary.begin() as conn:
-            return await messages.claim(conn, message_id, now_ms)
+            got = await messages.claim(conn, message_ids, now_ms, engine.ids.next_id())
+        return {msg.id for msg in got}
 
-    for message_id in ids:
-        results = await asyncio.gather(claim(message_id), claim(message_id))
-        assert sorted(results) == [False, True]
+    for message_id in ids[:10]:  # one message, two claims
+        results = await asyncio.gather(claim([message_id]), claim([message_id]))
+        assert sorted(map(len, results)) == [0, 1]
+    # Overlapping batches in different orders: each message claimed once.
+    rest = ids[10:]
+    batches = [random.Random(n).sample(rest, len(rest) // 2) for n in range(3)] + [rest[::-1]]
+    results = await asyncio.gather(*(claim(b) for b in batches))
+    assert sum(map(len, results)) == len(set().union(*results))
+    assert set().union(*results) == set().union(*map(set, batches))
     m = messages_table
     claimed = select(func.count()).select_from(m).where(m.c.status == "sending", m.c.attempts == 1)
     assert await count(engine, claimed) == len(ids)

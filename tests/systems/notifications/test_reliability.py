@@ -4,18 +4,23 @@ a bulk backlog."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
+from sysdesign.blocks.notify.base import Priority
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.context import Platform
-from sysdesign.systems.notifications.domain import DLQ_TOPIC, SENDING, deliver_topic
+from sysdesign.systems.notifications.delivery import Delivery
+from sysdesign.systems.notifications.domain import DLQ_TOPIC, SENDING, Message, deliver_topic
 from sysdesign.systems.notifications.tables import messages_table
 from tests.conftest import Headers
 from tests.systems.notifications.conftest import (
     API,
+    HOOK,
     Receiver,
     eventually,
     inbox_template,
@@ -25,8 +30,6 @@ from tests.systems.notifications.conftest import (
     trigger,
     user_id,
 )
-
-HOOK = {"category": "orders", "channels": {"webhook": {"en": {"body": "order {{ id }}"}}}}
 
 
 def workers_of(app: Any) -> Any:
@@ -157,9 +160,21 @@ async def test_a_message_whose_worker_died_is_sent_by_another(
 
 
 async def test_a_critical_message_overtakes_a_bulk_backlog(
-    client: httpx.AsyncClient, admin: Headers, ana: Headers, platform: Platform
-) -> None:
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, platform: Platform,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     backlog = 10_000
+    # Bulk deliveries are held up, as by a slow channel, until the code is in:
+    # every bulk worker is busy and the rest of the backlog waits in the queue.
+    released = asyncio.Event()
+    deliver = Delivery._deliver
+
+    async def slow_bulk(self: Delivery, claimed: list[Message]) -> None:
+        if claimed and claimed[0].priority is Priority.BULK:
+            await released.wait()
+        await deliver(self, claimed)
+
+    monkeypatch.setattr(Delivery, "_deliver", slow_bulk)
     await put_template(client, admin, "promo", inbox_template(priority="bulk", category="promo"))
     await put_template(client, admin, "code", {
         "category": "security", "critical": True, "priority": "critical",
@@ -184,3 +199,10 @@ async def test_a_critical_message_overtakes_a_bulk_backlog(
     status = (await client.get(f"{API}/events/{bulk['id']}", headers=admin)).json()
     waiting = status["counts"]["in_app"].get("queued", 0)
     assert waiting > backlog // 2, status["counts"]
+    released.set()
+
+    async def drained() -> bool:
+        status = (await client.get(f"{API}/events/{bulk['id']}", headers=admin)).json()
+        return status["counts"]["in_app"] == {"delivered": backlog}
+
+    await eventually(drained, timeout=120)

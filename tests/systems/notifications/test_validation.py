@@ -33,6 +33,11 @@ async def test_bad_input_is_a_422_naming_the_field(
                            "data": {"x": "y" * 70_000}}, admin, "post", "data"),
         (f"{API}/me", {"phone": "912345678"}, ana, "put", "phone"),
         (f"{API}/me", {"webhook_url": "ftp://example.com"}, ana, "put", "webhook_url"),
+        # Internal addresses (only 127.0.0.0/8 is allowed in these tests).
+        (f"{API}/me", {"webhook_url": "http://10.0.0.5/h"}, ana, "put", "webhook_url"),
+        (f"{API}/me", {"webhook_url": "http://169.254.169.254/latest"}, ana, "put",
+         "webhook_url"),
+        (f"{API}/me", {"webhook_url": "http://[::1]:8080/h"}, ana, "put", "webhook_url"),
         (f"{API}/me", {"timezone": "Mars/Olympus"}, ana, "put", "timezone"),
         (f"{API}/me/preferences", {"quiet_hours": {"start": "25:00", "end": "07:00",
                                                    "timezone": "UTC"}}, ana, "put",

@@ -24,12 +24,15 @@ from sysdesign.platform.service_app import create_service_app
 from sysdesign.systems.notifications import me_api, workers
 from sysdesign.systems.notifications.domain import KEY_PATTERN, Invalid, Recipients, Template
 from sysdesign.systems.notifications.inbox import ItemNotFound
+from sysdesign.systems.notifications.replay import NotFailed, Replay
 from sysdesign.systems.notifications.schemas import (
     ADMIN_ONLY,
+    NOT_FAILED,
     NOT_FOUND,
     Added,
     EventOut,
     MessageOut,
+    Requeued,
     SubscribersIn,
     TemplateIn,
     TemplateOut,
@@ -61,6 +64,9 @@ in-app inbox, and e-mail, SMS and a signed webhook where they gave an
 address, subject to their preferences and quiet hours (critical templates
 bypass both), digests and throttles. `GET /v1/events/{id}` counts messages
 per channel and status; `/messages` lists them with attempts and errors.
+A message that failed every attempt is replayed with
+`POST /v1/messages/{id}/retry`, an event's failed messages with
+`POST /v1/events/{id}/retry-failed`.
 """
 
 EARLIER = {"model": EventOut, "description": "The event made earlier with this idempotency key"}
@@ -106,7 +112,15 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(Invalid, invalid)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(ItemNotFound, not_found)
+
+    async def not_failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NotFailed)
+        return Problem(409, f"Message {exc.message_id} is {exc.status}: only a failed message "
+                       "is retried", slug="message-not-failed", title="Message not failed",
+                       message_status=exc.status).response(request.url.path)  # fmt: skip
+
     app.add_exception_handler(IdempotencyKeyReused, reused)
+    app.add_exception_handler(NotFailed, not_failed)
 
 
 def event_out(event: Any, counts: list[tuple[str, str, int]]) -> EventOut:
@@ -145,7 +159,7 @@ def create_app(
     app.state.notifications = service
     _install_errors(app)
     # First: ``/topics/{key}/subscribers/me`` must match before the admin's ``/{user_id}``.
-    me_api.install(app, platform, service)
+    me_api.install(app, platform, service, config)
 
     @app.post("/v1/events", status_code=202, response_model=EventOut, tags=["events"],
               summary="Send a notification to users or a topic",
@@ -182,6 +196,20 @@ def create_app(
         page = pages.page(rows, lambda m: {"id": m.id})
         return Page[MessageOut](items=[message_out(m) for m in page.items],
                                 next_cursor=page.next_cursor)  # fmt: skip
+
+    replay = Replay(platform)
+
+    @app.post("/v1/messages/{message_id}/retry", response_model=MessageOut, tags=["events"],
+              summary="Send a failed message again, with a full set of attempts",
+              responses={**ADMIN_ONLY, **NOT_FOUND, **NOT_FAILED})  # fmt: skip
+    async def retry_message(message_id: Id, _admin: Admin) -> MessageOut:
+        return message_out(await replay.retry_message(int(message_id)))
+
+    @app.post("/v1/events/{event_id}/retry-failed", response_model=Requeued, tags=["events"],
+              summary="Send every failed message of an event again",
+              responses={**ADMIN_ONLY, **NOT_FOUND})  # fmt: skip
+    async def retry_failed(event_id: Id, _admin: Admin) -> Requeued:
+        return Requeued(requeued=await replay.retry_event(int(event_id)))
 
     @app.put("/v1/templates/{key}", response_model=TemplateOut, tags=["templates"],
              summary="Create or replace a template (its sources are checked first)",

@@ -17,24 +17,43 @@
   anyway, for rows other processes scheduled and messages whose worker died.
 - ``SYSDESIGN_NOTIFY_VISIBILITY_SECONDS`` (120): how long a message may stay
   claimed by a worker before the scheduler hands it to another.
+- ``SYSDESIGN_NOTIFY_RETENTION_DAYS`` (30): messages in a final status (sent,
+  delivered, failed, suppressed) not updated for this long are deleted, then
+  events older than this whose fan-out is done and that have no message left
+  (their idempotency keys go with them). ``0`` keeps them forever. Messages
+  still ``scheduled``, ``queued`` or ``sending`` are kept whatever their age.
+- ``SYSDESIGN_NOTIFY_INBOX_RETENTION_DAYS`` (90): inbox items created longer
+  ago are deleted, read or not; ``0`` keeps them forever.
+- ``SYSDESIGN_NOTIFY_RETENTION_SECONDS`` (3600): how often the retention job
+  (``retention.Retention``) runs.
+- ``SYSDESIGN_NOTIFY_WEBHOOK_ALLOW_NETWORKS`` (empty): networks webhooks may
+  reach although they are not public (loopback, private, link-local), as
+  comma-separated CIDRs or addresses such as ``10.0.0.0/8,127.0.0.1``; by
+  default webhooks reach only public addresses.
 
 A value that does not parse stops start-up with one line naming the variable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sysdesign.blocks.notify.netguard import Network, parse_networks
 from sysdesign.platform.envflag import env_flag
 from sysdesign.platform.errors import ConfigurationError
 
 PREFIX = "SYSDESIGN_NOTIFY_"
+MAX_RETENTION_DAYS = 36_500.0  # a hundred years; more is "forever", which is 0
 
 
-def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
+def _number(
+    env: Mapping[str, str], key: str, default: float, *, minimum: float,
+    maximum: float | None = None,
+) -> float:  # fmt: skip
     raw = env.get(PREFIX + key, "").strip()
     if not raw:
         return default
@@ -42,9 +61,23 @@ def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float)
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{PREFIX}{key} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):  # float() also reads "nan" and "inf"
+        raise ConfigurationError(f"{PREFIX}{key} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigurationError(f"{PREFIX}{key} must be at least {minimum:g}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{PREFIX}{key} must be at most {maximum:g}, got {raw!r}")
     return value
+
+
+def _networks(env: Mapping[str, str], key: str) -> tuple[Network, ...]:
+    """Comma-separated networks or addresses (an address alone is its /32 or /128)."""
+    try:
+        return tuple(dict.fromkeys(parse_networks(env.get(PREFIX + key, ""))))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{PREFIX}{key}: {exc}; use networks or addresses such as 10.0.0.0/8 or 127.0.0.1"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +91,10 @@ class NotifyConfig:
     scheduler_seconds: float = 0.5
     sweep_seconds: float = 60.0
     visibility_seconds: float = 120.0
+    retention_days: float = 30.0
+    inbox_retention_days: float = 90.0
+    retention_seconds: float = 3600.0
+    webhook_allow_networks: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, data_dir: Path, environ: Mapping[str, str] | None = None) -> NotifyConfig:
@@ -73,4 +110,12 @@ class NotifyConfig:
             scheduler_seconds=_number(env, "SCHEDULER_SECONDS", 0.5, minimum=0.001),
             sweep_seconds=_number(env, "SWEEP_SECONDS", 60.0, minimum=0.01),
             visibility_seconds=_number(env, "VISIBILITY_SECONDS", 120.0, minimum=0.01),
+            retention_days=_number(
+                env, "RETENTION_DAYS", 30.0, minimum=0.0, maximum=MAX_RETENTION_DAYS
+            ),
+            inbox_retention_days=_number(
+                env, "INBOX_RETENTION_DAYS", 90.0, minimum=0.0, maximum=MAX_RETENTION_DAYS
+            ),
+            retention_seconds=_number(env, "RETENTION_SECONDS", 3600.0, minimum=0.01),
+            webhook_allow_networks=_networks(env, "WEBHOOK_ALLOW_NETWORKS"),
         )

@@ -6,22 +6,29 @@ keeps digest grouping and throttles free of races between workers). There is
 one subscription per priority, so a backlog of bulk messages never stands in
 front of a critical one.
 
-For each message the handler:
+The handler takes the messages fetched from one partition together (up to
+``BATCH`` of them) and does per batch what would otherwise be done per
+message: one claim, one read of what they need, one throttle round trip,
+and two write transactions (one before the sends, one after them). For each
+message it:
 
-1. claims it (``queued -> sending``, a conditional UPDATE): no row means a
-   duplicate queue message, or another worker has it; nothing more happens;
+1. claims it (``queued -> sending`` under a token of this claim, a
+   conditional UPDATE): a message not claimed is a duplicate queue message,
+   or another worker has it; nothing more happens to it here;
 2. applies the recipient's preferences (``decide``): a channel turned off
    suppresses it; quiet hours schedule it for their end; critical templates
    bypass both;
 3. for a template with a digest window, attaches it to the open digest of its
    group (``suppressed``, reason ``digested``) or opens one (``scheduled`` to
    the window's end); when the scheduler releases the digest it is rendered
-   once with ``digest`` = ``summarize`` of every event in it;
+   once with ``digest`` = ``summarize`` of every event in it. Digests are
+   read and written message by message, in queue order;
 4. applies the template's throttle (a token bucket per recipient, channel and
    template on the ratelimit store; over it: ``suppressed``, ``throttled``);
 5. renders the template for the recipient's locale and sends: the inbox
    (stored, then pushed to live streams: ``delivered``), webhooks (a 2xx:
-   ``delivered``), e-mail and SMS (accepted: ``sent``).
+   ``delivered``), e-mail and SMS (accepted: ``sent``). Sends of one batch
+   run concurrently, at most ``SEND_CONCURRENCY`` at once per process.
 
 A temporary failure schedules the next attempt after an exponential backoff
 with jitter (or the ``retry_after`` the other side gave) through the
@@ -30,32 +37,39 @@ message of the partition. Out of attempts, or on a permanent failure, the
 message is ``failed`` and its dead letter goes to ``notifications.deliver.dlq``
 in the same transaction (the outbox). An unexpected error leaves the message
 ``sending``; the scheduler hands it back to the queue after the visibility
-timeout, as it does for a worker that died.
+timeout, as it does for a worker that died. Every write checks the claim's
+token, so a worker that lost its claim that way changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
 from sysdesign.blocks.notify.base import (
+    Address,
     Channel,
     DeliveryError,
     Outgoing,
     PermanentFailure,
+    Priority,
     Rendered,
     Sender,
     Status,
 )
 from sysdesign.blocks.notify.digest import group_key, summarize, window_end
-from sysdesign.blocks.notify.prefs import decide
+from sysdesign.blocks.notify.prefs import Preferences, decide
 from sysdesign.blocks.notify.templates import ChannelTemplate, Renderer
-from sysdesign.blocks.ratelimit.base import Algorithm, Hit, hit_many_or_fallback
+from sysdesign.blocks.ratelimit.base import Algorithm, Hit, hit_batch_or_fallback
 from sysdesign.blocks.ratelimit.memory import MemoryRateLimitStore
 from sysdesign.blocks.ratelimit.rules import parse_limit
+from sysdesign.platform.writerlock import urgent
 from sysdesign.systems.notifications import inbox, messages, store
 from sysdesign.systems.notifications.domain import (
     DLQ_TOPIC,
@@ -63,6 +77,7 @@ from sysdesign.systems.notifications.domain import (
     Message,
     Subscriber,
     Template,
+    deliver_topic,
     retry_delay,
 )
 
@@ -75,6 +90,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+BATCH = 100
+SEND_CONCURRENCY = 64
+
+
 def channel_templates(template: Template, channel: Channel) -> dict[str, ChannelTemplate]:
     return {
         locale: ChannelTemplate(
@@ -84,8 +103,65 @@ def channel_templates(template: Template, channel: Channel) -> dict[str, Channel
     }
 
 
+@dataclass(slots=True)
+class _Loaded:
+    """What a batch of messages needs, read in one go."""
+
+    events: dict[int, Event]
+    templates: dict[str, Template]
+    subscribers: dict[int, Subscriber]
+    preferences: dict[int, Preferences]
+
+
+@dataclass(slots=True)
+class _Ready:
+    """A message that passed every rule and is about to be rendered and sent."""
+
+    msg: Message
+    event: Event
+    template: Template
+    subscriber: Subscriber
+    address: Address
+    flush: bool  # a digest the scheduler released: render every event in it
+
+
+@dataclass
+class _Outcomes:
+    """How a batch's messages end, written together."""
+
+    finishes: list[tuple[Message, dict[str, Any]]] = field(default_factory=list)
+    failures: list[tuple[Message, str]] = field(default_factory=list)
+    inbox: list[tuple[Message, Rendered, dict[str, Any]]] = field(default_factory=list)
+    wakes: list[int] = field(default_factory=list)
+
+    def settle(self, msg: Message, status: Status, *, reason: str | None = None,
+               provider_id: str | None = None, count_attempt: bool = False) -> None:  # fmt: skip
+        attempts = msg.attempts if count_attempt else msg.attempts - 1
+        self.finishes.append((msg, {"status": status.value, "reason": reason,
+                                    "provider_id": provider_id, "attempts": attempts}))  # fmt: skip
+
+    def wait(self, msg: Message, due_ms: int, *, reason: str | None = None,
+             error: str | None = None, count_attempt: bool = False) -> None:  # fmt: skip
+        attempts = msg.attempts if count_attempt else msg.attempts - 1
+        values: dict[str, Any] = {"status": Status.SCHEDULED.value, "due_at": due_ms,
+                                  "attempts": attempts, "reason": reason}  # fmt: skip
+        if error is not None:
+            values["last_error"] = error[:1000]
+        self.finishes.append((msg, values))
+        self.wakes.append(due_ms)
+
+    def fail(self, msg: Message, error: str) -> None:
+        self.failures.append((msg, error))
+
+    def take(self) -> _Outcomes:
+        """Everything so far, leaving this one empty."""
+        taken = _Outcomes(self.finishes, self.failures, self.inbox, self.wakes)
+        self.finishes, self.failures, self.inbox, self.wakes = [], [], [], []
+        return taken
+
+
 class Delivery:
-    """The handler of ``notifications.deliver.*`` (see the module)."""
+    """The batch handler of ``notifications.deliver.*`` (see the module)."""
 
     def __init__(
         self,
@@ -100,105 +176,185 @@ class Delivery:
         self._scheduler = scheduler
         self._renderer = Renderer()
         self._fallback = MemoryRateLimitStore(platform.clock)
+        self._sending = asyncio.Semaphore(SEND_CONCURRENCY)
         self.handled = 0
 
     def _now_ms(self) -> int:
         return int(self._platform.clock.time() * 1000)
 
-    async def __call__(self, queued: QueueMessage) -> None:
-        try:
-            message_id = int(queued.json()["message_id"])
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-            await self._platform.queue.dead_letter(queued, "malformed delivery message")
+    async def __call__(self, batch: Sequence[QueueMessage]) -> None:
+        ids: list[int] = []
+        for queued in batch:
+            try:
+                ids.append(int(queued.json()["message_id"]))
+            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+                await self._platform.queue.dead_letter(queued, "malformed delivery message")
+        if not ids:
             return
-        async with self._platform.db.primary.begin() as conn:
-            if not await messages.claim(conn, message_id, self._now_ms()):
-                return
-        try:
-            await self._deliver(message_id)
-        except Exception as exc:
-            # Left ``sending``: the scheduler hands it back after the visibility timeout.
-            log.exception("notifications_delivery_error", message=message_id, error=repr(exc))
-        self.handled += 1
+        # A critical batch's writes go before bulk ones waiting for SQLite's writer.
+        critical = batch[0].topic == deliver_topic(Priority.CRITICAL)
+        with urgent() if critical else contextlib.nullcontext():
+            await self._claimed(ids)
 
-    async def _deliver(self, message_id: int) -> None:
+    async def _claimed(self, ids: list[int]) -> None:
+        token = self._platform.ids.next_id()
+        async with self._platform.db.primary.begin() as conn:
+            claimed = await messages.claim(conn, ids, self._now_ms(), token)
+        if not claimed:
+            return
+        try:
+            await self._deliver(claimed)
+        except Exception as exc:
+            # Left ``sending``: the scheduler hands them back after the visibility timeout.
+            log.exception("notifications_delivery_error", messages=len(claimed), error=repr(exc))
+        self.handled += len(claimed)
+
+    async def _deliver(self, claimed: list[Message]) -> None:
+        loaded = await self._load(claimed)
+        out = _Outcomes()
+        ready = [r for msg in claimed if (r := await self._prepare(msg, loaded, out))]
+        sends: list[tuple[Message, Outgoing]] = []
+        for item in await self._admitted(ready, out):
+            msg = item.msg
+            data = await self._data(msg, item.event, item.flush)
+            try:
+                rendered = self._renderer.render(
+                    channel_templates(item.template, msg.channel), item.subscriber.locale, data,
+                    channel=msg.channel,
+                )  # fmt: skip
+            except PermanentFailure as exc:
+                out.fail(msg, f"the template does not render: {exc}")
+                continue
+            if msg.channel is Channel.IN_APP:
+                out.inbox.append((msg, rendered, data))
+                continue
+            sends.append((msg, Outgoing(
+                message_id=str(msg.id), channel=msg.channel, address=item.address,
+                rendered=rendered, recipient_id=msg.recipient_id, template=item.template.key,
+                category=item.template.category, priority=msg.priority, data=data,
+                attempt=msg.attempts,
+            )))  # fmt: skip
+        # The inbox does not wait for the other channels' sends.
+        await self._commit(out.take())
+        if sends:
+            results = await asyncio.gather(*(self._send(m, o, out) for m, o in sends),
+                                           return_exceptions=True)  # fmt: skip
+            for (msg, _), result in zip(sends, results, strict=True):
+                if isinstance(result, BaseException):  # left ``sending`` (see the module)
+                    log.error("notifications_send_error", message=msg.id, error=repr(result))
+            await self._commit(out.take())
+
+    async def _load(self, claimed: list[Message]) -> _Loaded:
+        recipients = list({msg.recipient_id for msg in claimed})
         async with self._platform.db.primary.read() as conn:
-            msg = await messages.get_message(conn, message_id)
-            assert msg is not None
-            event = await store.get_event(conn, msg.event_id)
-            template = await store.get_template(conn, event.template) if event else None
-            subscriber = await store.get_subscriber(conn, msg.recipient_id)
-            prefs = await store.get_preferences(conn, msg.recipient_id)
+            events = await store.get_events(conn, (msg.event_id for msg in claimed))
+            templates = await store.get_templates(conn, (e.template for e in events.values()))
+            subscribers = await store.get_subscribers(conn, recipients)
+            preferences = await store.get_preferences_of(conn, recipients)
+        return _Loaded(events, templates, subscribers, preferences)
+
+    async def _prepare(self, msg: Message, loaded: _Loaded, out: _Outcomes) -> _Ready | None:
+        """The rules before rendering; ``None`` when they settled the message."""
+        event = loaded.events.get(msg.event_id)
+        template = loaded.templates.get(event.template) if event else None
         if event is None or template is None:
-            await self._fail(msg, "the event's template was deleted")
-            return
+            out.fail(msg, "the event's template was deleted")
+            return None
         if msg.attempts > self._config.max_attempts:
-            await self._fail(msg, msg.last_error or "out of attempts (its workers kept dying)")
-            return
-        subscriber = subscriber or Subscriber(msg.recipient_id)
+            out.fail(msg, msg.last_error or "out of attempts (its workers kept dying)")
+            return None
+        subscriber = loaded.subscribers.get(msg.recipient_id) or Subscriber(msg.recipient_id)
         address = subscriber.address(msg.channel)
         if address is None:
-            await self._settle(msg, Status.SUPPRESSED, reason="no address")
-            return
+            out.settle(msg, Status.SUPPRESSED, reason="no address")
+            return None
         now = self._platform.clock.time()
+        prefs = loaded.preferences.get(msg.recipient_id) or Preferences()
         decision = decide(prefs, category=template.category, channel=msg.channel,
                           critical=template.critical, now=now)  # fmt: skip
         if decision.action == "suppress":
-            await self._settle(msg, Status.SUPPRESSED, reason=decision.reason)
-            return
+            out.settle(msg, Status.SUPPRESSED, reason=decision.reason)
+            return None
         flush = msg.digest_key is not None and msg.digest_of is None
         if template.digest_window_seconds and not flush and not template.critical:
             await self._digest(msg, event, template, now)
-            return
+            return None
         if decision.action == "delay" and decision.until is not None:
-            await self._wait(msg, int(decision.until * 1000), reason=decision.reason)
-            return
-        if msg.attempts == 1 and not await self._admitted(msg, template):
-            await self._settle(msg, Status.SUPPRESSED, reason="throttled")
-            return
-        data = await self._data(msg, event, flush)
-        try:
-            rendered = self._renderer.render(
-                channel_templates(template, msg.channel), subscriber.locale, data,
-                channel=msg.channel,
-            )  # fmt: skip
-        except PermanentFailure as exc:
-            await self._fail(msg, f"the template does not render: {exc}")
-            return
-        if msg.channel is Channel.IN_APP:
-            await inbox.deliver(self._platform, msg, rendered, data, self._finish_values(msg))
-            return
-        outgoing = Outgoing(
-            message_id=str(msg.id), channel=msg.channel, address=address, rendered=rendered,
-            recipient_id=msg.recipient_id, template=template.key, category=template.category,
-            priority=msg.priority, data=data, attempt=msg.attempts,
-        )  # fmt: skip
-        await self._send(msg, outgoing)
+            out.wait(msg, int(decision.until * 1000), reason=decision.reason)
+            return None
+        return _Ready(msg, event, template, subscriber, address, flush)
 
-    def _finish_values(self, msg: Message) -> dict[str, Any]:
-        return {"status": Status.DELIVERED.value, "reason": None, "last_error": None,
-                "attempts": msg.attempts}  # fmt: skip
+    async def _admitted(self, ready: list[_Ready], out: _Outcomes) -> list[_Ready]:
+        """Those within their template's throttle (checked on a first attempt only)."""
+        checked = [
+            r
+            for r in ready
+            if r.msg.attempts == 1 and r.template.throttle and not r.template.critical
+        ]
+        if not checked:
+            return ready
+        requests = [[Hit(Algorithm.TOKEN_BUCKET,
+                         f"notifications:throttle:{r.msg.recipient_id}:{r.msg.channel.value}:"
+                         f"{r.template.key}", parse_limit(r.template.throttle or ""))]
+                    for r in checked]  # fmt: skip
+        decisions = await hit_batch_or_fallback(
+            self._platform.ratelimit_store, self._fallback, requests
+        )
+        refused = {id(r) for r, d in zip(checked, decisions, strict=True) if not d[0].allowed}
+        for item in ready:
+            if id(item) in refused:
+                out.settle(item.msg, Status.SUPPRESSED, reason="throttled")
+        return [r for r in ready if id(r) not in refused]
 
-    async def _send(self, msg: Message, outgoing: Outgoing) -> None:
+    async def _send(self, msg: Message, outgoing: Outgoing, out: _Outcomes) -> None:
         sender = self._senders.get(msg.channel)
         if sender is None:
-            await self._fail(msg, f"no sender for the channel {msg.channel.value}")
+            out.fail(msg, f"no sender for the channel {msg.channel.value}")
             return
         try:
-            provider_id = await sender.send(outgoing)
+            async with self._sending:
+                provider_id = await sender.send(outgoing)
         except DeliveryError as exc:
             if not exc.retryable or msg.attempts >= self._config.max_attempts:
-                await self._fail(msg, str(exc) or exc.__class__.__name__)
+                out.fail(msg, str(exc) or exc.__class__.__name__)
                 return
             delay = exc.retry_after
             if delay is None:
                 delay = retry_delay(msg.attempts, self._config.backoff_seconds,
                                     self._config.backoff_max_seconds)  # fmt: skip
-            await self._wait(msg, self._now_ms() + int(delay * 1000), error=str(exc),
-                             count_attempt=True)  # fmt: skip
+            out.wait(msg, self._now_ms() + int(delay * 1000), error=str(exc),
+                     count_attempt=True)  # fmt: skip
             return
         status = Status.DELIVERED if msg.channel is Channel.WEBHOOK else Status.SENT
-        await self._settle(msg, status, provider_id=provider_id, count_attempt=True)
+        out.settle(msg, status, provider_id=provider_id, count_attempt=True)
+
+    async def _commit(self, out: _Outcomes) -> None:
+        """Write ``out`` in one transaction, then push the new inbox items and
+        tell the scheduler of the new due times."""
+        if not (out.finishes or out.failures or out.inbox):
+            return
+        now_ms = self._now_ms()
+        async with self._platform.unit_of_work() as uow:
+            pushes = await inbox.store(self._platform, uow.conn, out.inbox, now_ms)
+            await messages.finish_many(uow.conn, out.finishes, now_ms)
+            dead = []
+            for msg, error in out.failures:
+                if await messages.finish(uow.conn, msg, now_ms, status=Status.FAILED.value,
+                                         last_error=error[:1000]):  # fmt: skip
+                    dead.append(({
+                        "message_id": str(msg.id), "event_id": str(msg.event_id),
+                        "recipient_id": str(msg.recipient_id), "channel": msg.channel.value,
+                        "attempts": msg.attempts, "error": error[:2000],
+                    }, str(msg.recipient_id)))  # fmt: skip
+            if dead:
+                await uow.emit_many(DLQ_TOPIC, dead)
+        for msg, error in out.failures:
+            log.warning("notifications_failed", message=msg.id, channel=msg.channel.value,
+                        attempts=msg.attempts, error=error)  # fmt: skip
+        for user_id, payload in pushes:
+            await inbox.publish(self._platform, user_id, payload)
+        for due_ms in out.wakes:
+            self._scheduler.wake_at(due_ms)
 
     async def _data(self, msg: Message, event: Event, flush: bool) -> dict[str, Any]:
         if not flush:
@@ -211,17 +367,9 @@ class Delivery:
                         key=lambda e: (e.created_at_ms, e.id))  # fmt: skip
         return {**event.data, "digest": summarize([e.data for e in events])}
 
-    async def _admitted(self, msg: Message, template: Template) -> bool:
-        if not template.throttle or template.critical:
-            return True
-        key = f"notifications:throttle:{msg.recipient_id}:{msg.channel.value}:{template.key}"
-        hit = Hit(Algorithm.TOKEN_BUCKET, key, parse_limit(template.throttle))
-        decision = await hit_many_or_fallback(self._platform.ratelimit_store, self._fallback, [hit])
-        return decision[0].allowed
-
     async def _digest(self, msg: Message, event: Event, template: Template, now: float) -> None:
-        field = template.digest_group_field
-        group = event.data.get(field) if field else None
+        field_name = template.digest_group_field
+        group = event.data.get(field_name) if field_name else None
         key = group_key(msg.recipient_id, template.key, msg.channel,
                         None if group is None else str(group))  # fmt: skip
         async with self._platform.db.primary.begin() as conn:
@@ -239,40 +387,5 @@ class Delivery:
                                   attempts=msg.attempts - 1)  # fmt: skip
         self._scheduler.wake_at(due_ms)
 
-    async def _wait(
-        self, msg: Message, due_ms: int, *, reason: str | None = None,
-        error: str | None = None, count_attempt: bool = False,
-    ) -> None:  # fmt: skip
-        attempts = msg.attempts if count_attempt else msg.attempts - 1
-        values: dict[str, Any] = {"status": Status.SCHEDULED.value, "due_at": due_ms,
-                                  "attempts": attempts, "reason": reason}  # fmt: skip
-        if error is not None:
-            values["last_error"] = error[:1000]
-        async with self._platform.db.primary.begin() as conn:
-            await messages.finish(conn, msg, self._now_ms(), **values)
-        self._scheduler.wake_at(due_ms)
 
-    async def _settle(
-        self, msg: Message, status: Status, *, reason: str | None = None,
-        provider_id: str | None = None, count_attempt: bool = False,
-    ) -> None:  # fmt: skip
-        attempts = msg.attempts if count_attempt else msg.attempts - 1
-        async with self._platform.db.primary.begin() as conn:
-            await messages.finish(conn, msg, self._now_ms(), status=status.value, reason=reason,
-                                  provider_id=provider_id, attempts=attempts)  # fmt: skip
-
-    async def _fail(self, msg: Message, error: str) -> None:
-        """``failed``, and a dead letter saying why, in one transaction."""
-        async with self._platform.unit_of_work() as uow:
-            if await messages.finish(uow.conn, msg, self._now_ms(), status=Status.FAILED.value,
-                                     last_error=error[:1000]):  # fmt: skip
-                await uow.emit(DLQ_TOPIC, {
-                    "message_id": str(msg.id), "event_id": str(msg.event_id),
-                    "recipient_id": str(msg.recipient_id), "channel": msg.channel.value,
-                    "attempts": msg.attempts, "error": error[:2000],
-                }, key=str(msg.recipient_id))  # fmt: skip
-        log.warning("notifications_failed", message=msg.id, channel=msg.channel.value,
-                    attempts=msg.attempts, error=error)  # fmt: skip
-
-
-__all__ = ["Delivery", "Rendered", "channel_templates"]
+__all__ = ["BATCH", "Delivery", "Rendered", "channel_templates"]

@@ -141,6 +141,7 @@ class Message:
     provider_id: str | None = None
     digest_key: str | None = None
     digest_of: int | None = None
+    claim: int | None = None  # the token of the claim that holds it while ``sending``
     created_at_ms: int = 0
     updated_at_ms: int = 0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -21,6 +21,7 @@ messages wait ``scheduled`` and the scheduler releases them.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,12 @@ import structlog
 
 from sysdesign.blocks.notify.base import Priority, Status
 from sysdesign.blocks.queue.idempotent import idempotent
+from sysdesign.platform.writerlock import urgent
 from sysdesign.systems.notifications import messages, store
 from sysdesign.systems.notifications.domain import (
     FANOUT_PAGE,
     deliver_topic,
+    fanout_topic,
     initial_status,
 )
 
@@ -54,7 +57,10 @@ class FanOut:
         self._handle = idempotent(CONSUMER, lambda _m: platform.unit_of_work(), self._page)
 
     async def __call__(self, message: Message) -> None:
-        await self._handle(message)
+        # A critical event's writes go before bulk ones waiting for SQLite's writer.
+        critical = message.topic == fanout_topic(Priority.CRITICAL)
+        with urgent() if critical else contextlib.nullcontext():
+            await self._handle(message)
 
     async def _page(self, message: Message, uow: UnitOfWork) -> None:
         payload = message.json()

@@ -11,7 +11,7 @@ as an event.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,8 @@ from sysdesign.systems.notifications.domain import Message
 from sysdesign.systems.notifications.store import dumps
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from sysdesign.platform.context import Platform
 
 log = structlog.get_logger(__name__)
@@ -45,39 +47,46 @@ async def publish(platform: Platform, user_id: int, payload: dict[str, Any]) -> 
         log.warning("notifications_push_failed", user=user_id, error=repr(exc))
 
 
-async def deliver(
-    platform: Platform, msg: Message, rendered: Rendered, data: dict[str, Any],
-    finish: dict[str, Any],
-) -> bool:  # fmt: skip
-    """Store the item and finish ``msg`` with ``finish`` in one transaction, then push it.
-    ``False`` when the claim on ``msg`` was lost (nothing is stored)."""
-    now_ms = int(platform.clock.time() * 1000)
-    row = {
-        "id": platform.ids.next_id(), "user_id": msg.recipient_id, "message_id": msg.id,
-        "title": (rendered.subject or "")[:500] or None, "body": rendered.body,
-        "data": dumps(data), "read_at": None, "archived_at": None, "created_at": now_ms,
-    }  # fmt: skip
-    try:
-        async with platform.db.primary.begin() as conn:
-            await messages.add_inbox_item(conn, row)
-            if not await messages.finish(conn, msg, now_ms, **finish):
-                raise _ClaimLost  # rolls the item back
-            item = await messages.get_inbox_item(conn, msg.recipient_id, row["id"])
-            unread = await messages.unread_count(conn, msg.recipient_id)
-    except _ClaimLost:
-        return False
-    if item is not None:
-        await publish(platform, msg.recipient_id,
-                      {"type": "item", "item": _public(item), "unread_count": unread})  # fmt: skip
-    return True
-
-
-class _ClaimLost(Exception):
-    """Another worker finished the message first."""
+async def store(
+    platform: Platform, conn: AsyncConnection,
+    deliveries: Sequence[tuple[Message, Rendered, dict[str, Any]]], now_ms: int,
+) -> list[tuple[int, dict[str, Any]]]:  # fmt: skip
+    """In ``conn``'s transaction: mark ``delivered`` each message whose claim
+    still holds and store its item (a second item for one message is
+    ignored); the pushes to publish once the transaction commits, as
+    ``(user_id, payload)``. A message whose claim was lost stores nothing."""
+    if not deliveries:
+        return []
+    held = set(await messages.deliver_held(conn, [d[0] for d in deliveries], now_ms))
+    rows = [
+        {"id": platform.ids.next_id(), "user_id": msg.recipient_id, "message_id": msg.id,
+         "title": (rendered.subject or "")[:500] or None, "body": rendered.body,
+         "data": dumps(data), "read_at": None, "archived_at": None, "created_at": now_ms}
+        for msg, rendered, data in deliveries if msg.id in held
+    ]  # fmt: skip
+    if not rows:
+        return []
+    await messages.add_inbox_items(conn, rows)
+    stored = await messages.inbox_item_ids(conn, [r["message_id"] for r in rows])
+    new = [r for r in rows if stored.get(r["message_id"]) == r["id"]]
+    unread = await messages.unread_counts(conn, {r["user_id"] for r in new})
+    data_of = {msg.id: data for msg, _, data in deliveries}
+    return [
+        (r["user_id"], {"type": "item", "unread_count": unread.get(r["user_id"], 0),
+                        "item": _public({**r, "data": data_of[r["message_id"]]})})
+        for r in new
+    ]  # fmt: skip
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:
-    return {**item, "id": str(item["id"]), "message_id": str(item["message_id"])}
+    """An item as the API and the stream show it (from a row or a stored item)."""
+    return {
+        "id": str(item["id"]), "message_id": str(item["message_id"]), "title": item["title"],
+        "body": item["body"], "data": item["data"],
+        "read_at_ms": item.get("read_at_ms", item.get("read_at")),
+        "archived_at_ms": item.get("archived_at_ms", item.get("archived_at")),
+        "created_at_ms": item.get("created_at_ms", item.get("created_at")),
+    }  # fmt: skip
 
 
 class Inbox:

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from sysdesign.blocks.notify.prefs import Preferences, parse_quiet_hours
+from sysdesign.blocks.notify.webhook import check_webhook_url as check_reachable
 from sysdesign.platform.accounts.security import Principal, current_user
 from sysdesign.platform.http import Page, PageRequest, Problem, page_request
 from sysdesign.systems.notifications.domain import (
@@ -46,6 +47,7 @@ from sysdesign.systems.notifications.schemas import (
 
 if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
+    from sysdesign.systems.notifications.config import NotifyConfig
     from sysdesign.systems.notifications.service import NotificationService
 
 User = Annotated[Principal, Depends(current_user)]
@@ -83,7 +85,9 @@ def _item_out(item: dict[str, Any]) -> InboxItemOut:
     return InboxItemOut(**{**item, "id": str(item["id"]), "message_id": str(item["message_id"])})
 
 
-def install(app: FastAPI, platform: Platform, service: NotificationService) -> None:
+def install(
+    app: FastAPI, platform: Platform, service: NotificationService, config: NotifyConfig
+) -> None:
     inbox = Inbox(platform)
     app.state.inbox = inbox
 
@@ -101,6 +105,10 @@ def install(app: FastAPI, platform: Platform, service: NotificationService) -> N
             check_phone(body.phone)
         if body.webhook_url is not None:
             check_webhook_url(body.webhook_url)
+            try:  # an internal address written out is refused now, a name when it is sent to
+                check_reachable(body.webhook_url, config.webhook_allow_networks)
+            except ValueError as exc:
+                raise Invalid("webhook_url", str(exc)) from None
         check_timezone(body.timezone)
         sub = Subscriber(user.user_id, email=body.email, phone=body.phone,
                          webhook_url=body.webhook_url, locale=body.locale,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,6 +25,7 @@ from sysdesign.systems.notifications.tables import inbox_items_table, messages_t
 m = messages_table
 SCHEDULED = Status.SCHEDULED.value
 QUEUED = Status.QUEUED.value
+DELIVERED = Status.DELIVERED.value
 
 
 def _message(row: Row[Any]) -> Message:
@@ -42,6 +43,7 @@ def _message(row: Row[Any]) -> Message:
         provider_id=row.provider_id,
         digest_key=row.digest_key,
         digest_of=row.digest_of,
+        claim=row.claim,
         created_at_ms=row.created_at,
         updated_at_ms=row.updated_at,
     )
@@ -68,27 +70,94 @@ async def get_message(conn: AsyncConnection, message_id: int) -> Message | None:
     return _message(row) if row else None
 
 
-async def claim(conn: AsyncConnection, message_id: int, now_ms: int) -> bool:
-    """``queued -> sending``, counting an attempt; ``False`` when another worker
-    has it or it was handled already (a duplicate delivery of its queue message)."""
-    result = await conn.execute(
+async def claim(
+    conn: AsyncConnection, message_ids: Sequence[int], now_ms: int, token: int
+) -> list[Message]:
+    """``queued -> sending`` under the claim ``token`` (unique to this call),
+    counting an attempt; the messages this claim got, in the order asked.
+    One that another worker has, or that was handled already (a duplicate
+    delivery of its queue message), is not among them."""
+    ids = list(dict.fromkeys(message_ids))
+    if not ids:
+        return []
+    await conn.execute(
         update(m)
-        .where(and_(m.c.id == message_id, m.c.status == QUEUED))
-        .values(status=SENDING, claimed_at=now_ms, attempts=m.c.attempts + 1, updated_at=now_ms)
+        .where(and_(m.c.id.in_(ids), m.c.status == QUEUED))
+        .values(
+            status=SENDING,
+            claimed_at=now_ms,
+            attempts=m.c.attempts + 1,
+            claim=token,
+            updated_at=now_ms,
+        )
     )
-    return result.rowcount == 1
+    query = select(m).where(and_(m.c.id.in_(ids), m.c.status == SENDING, m.c.claim == token))
+    found = {r.id: _message(r) for r in await conn.execute(query)}
+    return [found[i] for i in ids if i in found]
+
+
+def _held(message: Message) -> Any:
+    return and_(m.c.id == message.id, m.c.status == SENDING, m.c.claim == message.claim)
 
 
 async def finish(conn: AsyncConnection, message: Message, now_ms: int, **values: Any) -> bool:
-    """Leave ``sending`` with ``values``, only if this claim (its attempt number)
-    still holds the message: a worker too slow for the visibility timeout,
-    whose message was handed to another, changes nothing."""
-    result = await conn.execute(
-        update(m)
-        .where(and_(m.c.id == message.id, m.c.status == SENDING, m.c.attempts == message.attempts))
-        .values(updated_at=now_ms, **values)
-    )
+    """Leave ``sending`` with ``values``, only if this claim still holds the
+    message: a worker too slow for the visibility timeout, whose message was
+    handed to another, changes nothing."""
+    result = await conn.execute(update(m).where(_held(message)).values(updated_at=now_ms, **values))
     return result.rowcount == 1
+
+
+# Every finish of ``finish_many`` sets these, from the message where not given.
+_FINISHED = ("status", "reason", "last_error", "provider_id", "due_at", "attempts")
+
+
+async def finish_many(
+    conn: AsyncConnection, finishes: Sequence[tuple[Message, dict[str, Any]]], now_ms: int
+) -> None:
+    """``finish`` for many messages in one statement (executed once per row by
+    the driver): each leaves ``sending`` with its values if its claim holds."""
+    if not finishes:
+        return
+    rows = []
+    for message, values in finishes:
+        current = {"status": message.status, "reason": message.reason,
+                   "last_error": message.last_error, "provider_id": message.provider_id,
+                   "due_at": message.due_at_ms, "attempts": message.attempts}  # fmt: skip
+        unknown = set(values) - set(_FINISHED)
+        if unknown:
+            raise ValueError(f"finish_many cannot set {sorted(unknown)}")
+        row = {f"v_{k}": values.get(k, current[k]) for k in _FINISHED}
+        rows.append({**row, "w_id": message.id, "w_claim": message.claim})
+    statement = (
+        update(m)
+        .where(
+            and_(
+                m.c.id == bindparam("w_id"),
+                m.c.status == SENDING,
+                m.c.claim == bindparam("w_claim"),
+            )
+        )
+        .values(updated_at=now_ms, **{k: bindparam(f"v_{k}") for k in _FINISHED})
+    )
+    await conn.execute(statement, rows)
+
+
+async def deliver_held(conn: AsyncConnection, held: Sequence[Message], now_ms: int) -> list[int]:
+    """Mark ``delivered`` every message whose claim still holds; their ids."""
+    if not held:
+        return []
+    ids = [msg.id for msg in held]
+    tokens = list({msg.claim for msg in held})
+    # Tokens are unique per claim, and a message is in one claim of this
+    # worker's, so matching any of the batch's tokens is matching its own.
+    where = and_(m.c.id.in_(ids), m.c.claim.in_(tokens))
+    await conn.execute(
+        update(m).where(and_(where, m.c.status == SENDING))
+        .values(status=DELIVERED, reason=None, last_error=None, updated_at=now_ms)
+    )  # fmt: skip
+    query = select(m.c.id).where(and_(where, m.c.status == DELIVERED))
+    return [r.id for r in await conn.execute(query)]
 
 
 async def open_digest(conn: AsyncConnection, digest_key: str) -> int | None:
@@ -173,9 +242,31 @@ async def list_for_event(
 i = inbox_items_table
 
 
-async def add_inbox_item(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    """Store one item; a second one for the same message is ignored."""
-    await conn.execute(insert_ignoring_duplicates(conn, i), [row])
+async def add_inbox_items(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Store items; a second one for the same message is ignored."""
+    if rows:
+        await conn.execute(insert_ignoring_duplicates(conn, i), list(rows))
+
+
+async def inbox_item_ids(conn: AsyncConnection, message_ids: Sequence[int]) -> dict[int, int]:
+    """The inbox item id stored for each of ``message_ids`` that has one."""
+    if not message_ids:
+        return {}
+    query = select(i.c.message_id, i.c.id).where(i.c.message_id.in_(list(message_ids)))
+    return {r.message_id: r.id for r in await conn.execute(query)}
+
+
+async def unread_counts(conn: AsyncConnection, user_ids: set[int]) -> dict[int, int]:
+    if not user_ids:
+        return {}
+    query = (
+        select(i.c.user_id, func.count())
+        .where(
+            and_(i.c.user_id.in_(list(user_ids)), i.c.archived_at.is_(None), i.c.read_at.is_(None))
+        )
+        .group_by(i.c.user_id)
+    )
+    return {r[0]: int(r[1]) for r in await conn.execute(query)}
 
 
 def inbox_item(row: Row[Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def problem(description: str) -> dict[str, Any]:
 UNAUTHORIZED = {401: problem("Missing, invalid or expired access token")}
 ADMIN_ONLY = {**UNAUTHORIZED, 403: problem("Not an admin account")}
 NOT_FOUND = {404: problem("No such resource")}
+NOT_FAILED = {409: problem("The message is not failed (the detail says what it is)")}
 
 
 class Strict(BaseModel):
@@ -183,6 +184,10 @@ class SubscribersIn(Strict):
 
 class Added(BaseModel):
     added: int
+
+
+class Requeued(BaseModel):
+    requeued: int = Field(description="Failed messages put back in the queue")
 
 
 class InboxItemOut(BaseModel):

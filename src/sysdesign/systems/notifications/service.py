@@ -6,6 +6,7 @@ that fan events out and deliver them are ``fanout.py``, ``delivery.py`` and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from sysdesign.blocks.notify.base import Channel, Priority
 from sysdesign.blocks.notify.prefs import Preferences
 from sysdesign.blocks.notify.templates import ChannelTemplate, validate_templates
 from sysdesign.blocks.ratelimit.rules import parse_limit
+from sysdesign.platform.writerlock import urgent
 from sysdesign.systems.notifications import messages, store
 from sysdesign.systems.notifications.domain import (
     MAX_DATA_BYTES,
@@ -138,29 +140,17 @@ class NotificationService:
             earlier = await self._earlier(caller, idempotency_key, print_)
             if earlier is not None:
                 return earlier, False
-        now_ms = self._now_ms()
+        async with self._db.read() as conn:
+            template = await store.get_template(conn, template_key)
+        if template is None:
+            raise Invalid("template", f"there is no template {template_key!r}")
+        # A critical event is written before bulk work waiting for SQLite's writer.
+        critical = (priority or template.priority) is Priority.CRITICAL
         try:
-            async with self.platform.unit_of_work() as uow:
-                template = await store.get_template(uow.conn, template_key)
-                if template is None:
-                    raise Invalid("template", f"there is no template {template_key!r}")
-                if recipients.topic and await store.get_topic(uow.conn, recipients.topic) is None:
-                    raise Invalid("to.topic", f"there is no topic {recipients.topic!r}")
-                event = Event(
-                    id=self.platform.ids.next_id(),
-                    caller=caller,
-                    template=template_key,
-                    recipients=recipients,
-                    data=data,
-                    priority=priority or template.priority,
-                    send_at_ms=send_at_ms,
-                    created_at_ms=now_ms,
-                    idempotency_key=idempotency_key,
-                )
-                await store.insert_event(uow.conn, event, print_)
-                await uow.emit(
-                    fanout_topic(event.priority), {"event_id": event.id, "after": None},
-                    key=str(event.id),
+            with urgent() if critical else contextlib.nullcontext():
+                event = await self._record(
+                    caller, template, recipients, data, print_,
+                    idempotency_key=idempotency_key, priority=priority, send_at_ms=send_at_ms,
                 )  # fmt: skip
         except IntegrityError:
             # Two requests with one key at once: the other one's event stands.
@@ -171,6 +161,33 @@ class NotificationService:
                 raise
             return earlier, False
         return event, True
+
+    async def _record(
+        self, caller: str, template: Template, recipients: Recipients, data: dict[str, Any],
+        print_: str, *, idempotency_key: str | None, priority: Priority | None,
+        send_at_ms: int | None,
+    ) -> Event:  # fmt: skip
+        """The event and its first fan-out step, in one transaction."""
+        async with self.platform.unit_of_work() as uow:
+            if recipients.topic and await store.get_topic(uow.conn, recipients.topic) is None:
+                raise Invalid("to.topic", f"there is no topic {recipients.topic!r}")
+            event = Event(
+                id=self.platform.ids.next_id(),
+                caller=caller,
+                template=template.key,
+                recipients=recipients,
+                data=data,
+                priority=priority or template.priority,
+                send_at_ms=send_at_ms,
+                created_at_ms=self._now_ms(),
+                idempotency_key=idempotency_key,
+            )
+            await store.insert_event(uow.conn, event, print_)
+            await uow.emit(
+                fanout_topic(event.priority), {"event_id": event.id, "after": None},
+                key=str(event.id),
+            )  # fmt: skip
+        return event
 
     async def _earlier(self, caller: str, key: str, print_: str) -> Event | None:
         async with self._db.read() as conn:

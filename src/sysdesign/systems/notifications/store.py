@@ -72,6 +72,14 @@ async def get_template(conn: AsyncConnection, key: str) -> Template | None:
     return _template(row) if row else None
 
 
+async def get_templates(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, Template]:
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    rows = await conn.execute(select(templates_table).where(templates_table.c.key.in_(wanted)))
+    return {row.key: _template(row) for row in rows}
+
+
 async def list_templates(conn: AsyncConnection, after: str | None, limit: int) -> list[Template]:
     t = templates_table
     query = select(t).order_by(t.c.key).limit(limit)
@@ -152,10 +160,21 @@ async def put_subscriber(conn: AsyncConnection, sub: Subscriber, now_ms: int) ->
 
 
 async def get_preferences(conn: AsyncConnection, user_id: int) -> Preferences:
+    return (await get_preferences_of(conn, [user_id])).get(user_id, Preferences())
+
+
+async def get_preferences_of(
+    conn: AsyncConnection, user_ids: Sequence[int]
+) -> dict[int, Preferences]:
+    """The preferences of those of ``user_ids`` who set any."""
+    if not user_ids:
+        return {}
     p = preferences_table
-    row = (await conn.execute(select(p).where(p.c.user_id == user_id))).first()
-    if row is None:
-        return Preferences()
+    rows = await conn.execute(select(p).where(p.c.user_id.in_(list(set(user_ids)))))
+    return {row.user_id: _preferences(row) for row in rows}
+
+
+def _preferences(row: Row[Any]) -> Preferences:
     disabled = frozenset((c, Channel(ch)) for c, ch in orjson.loads(row.disabled))
     quiet = None
     if row.quiet_start and row.quiet_end and row.quiet_timezone:

@@ -128,6 +128,7 @@ events_table = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("fanout_done", Boolean, nullable=False),
     UniqueConstraint("caller", "idempotency_key", name="uq_notifications_events_caller"),
+    Index("ix_notifications_events_created", "created_at"),  # retention
 )
 
 messages_table = Table(
@@ -142,6 +143,7 @@ messages_table = Table(
     Column("attempts", Integer, nullable=False),
     Column("due_at", BigInteger, nullable=True),
     Column("claimed_at", BigInteger, nullable=True),
+    Column("claim", BigInteger, nullable=True),  # the token of the claim holding it
     Column("reason", String(64), nullable=True),
     Column("last_error", String(1000), nullable=True),
     Column("provider_id", String(255), nullable=True),
@@ -153,6 +155,7 @@ messages_table = Table(
     Index("ix_notifications_messages_due", "status", "due_at"),
     Index("ix_notifications_messages_digest", "digest_key", "status"),
     Index("ix_notifications_messages_digest_of", "digest_of"),
+    Index("ix_notifications_messages_updated", "status", "updated_at"),  # retention
 )
 
 inbox_items_table = Table(
@@ -170,6 +173,7 @@ inbox_items_table = Table(
     UniqueConstraint("message_id", name="uq_notifications_inbox_message_id"),
     Index("ix_notifications_inbox_user", "user_id", "id"),
     Index("ix_notifications_inbox_unread", "user_id", "archived_at", "read_at"),
+    Index("ix_notifications_inbox_created", "created_at"),  # retention
 )
 
 __all__ = [

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sysdesign.blocks.notify.base import Channel, Priority, Sender
+from sysdesign.systems.notifications.delivery import BATCH as DELIVERY_BATCH
 from sysdesign.systems.notifications.delivery import Delivery
 from sysdesign.systems.notifications.domain import deliver_topic, fanout_topic
 from sysdesign.systems.notifications.fanout import CONSUMER as FANOUT_GROUP
 from sysdesign.systems.notifications.fanout import FanOut
+from sysdesign.systems.notifications.retention import Retention
 from sysdesign.systems.notifications.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ def build_senders(config: NotifyConfig, clock: Clock | None = None) -> dict[Chan
     return {
         Channel.EMAIL: email_sender(config.email_url, clock=clock),
         Channel.SMS: sms_sender(config.sms_url, clock=clock),
-        Channel.WEBHOOK: WebhookSender(clock=clock),
+        Channel.WEBHOOK: WebhookSender(clock=clock, allow_networks=config.webhook_allow_networks),
     }
 
 
@@ -51,8 +53,11 @@ class Workers:
     scheduler: Scheduler
     delivery: Delivery
     subscriptions: list[Subscription] = field(default_factory=list)
+    retention: Retention | None = None
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
         await self.scheduler.stop()
         for subscription in self.subscriptions:
             await subscription.stop()
@@ -67,6 +72,8 @@ async def start(
     delivery = Delivery(platform, config, senders, scheduler)
     workers = Workers(scheduler, delivery)
     fanout = FanOut(platform, scheduler)
+    # Critical events skip the outbox's backlog of bulk ones on their way to the queue.
+    platform.relay.expedite(fanout_topic(Priority.CRITICAL), deliver_topic(Priority.CRITICAL))
     try:
         for priority in Priority:
             partitions, concurrency = DELIVERY_CAPACITY[priority]
@@ -74,14 +81,20 @@ async def start(
             await queue.create_topic(deliver_topic(priority), partitions)
             for sub in (
                 queue.subscribe(fanout_topic(priority), FANOUT_GROUP, fanout, concurrency=2),
-                queue.subscribe(
-                    deliver_topic(priority), DELIVERY_GROUP, delivery, concurrency=concurrency
+                queue.subscribe_batch(
+                    deliver_topic(priority),
+                    DELIVERY_GROUP,
+                    delivery,
+                    concurrency=concurrency,
+                    batch_size=DELIVERY_BATCH,
                 ),
             ):
                 await sub.start()
                 workers.subscriptions.append(sub)
         await scheduler.run_once()  # what was due while no process ran
         scheduler.start()
+        workers.retention = Retention(platform, config)
+        workers.retention.start()
     except BaseException:
         await workers.stop()
         raise
