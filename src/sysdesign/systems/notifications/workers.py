@@ -86,6 +86,8 @@ async def start(
                     DELIVERY_GROUP,
                     delivery,
                     concurrency=concurrency,
+                    # A batch's sends may all be slow: as long as a message's own claim.
+                    visibility_timeout=config.visibility_seconds,
                     batch_size=DELIVERY_BATCH,
                 ),
             ):
