@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from sysdesign.platform.writerlock import WriterLock, urgent
+from sysdesign.platform.writerlock import URGENT_BURST, WriterLock, urgent
 
 
 async def _queue_behind(lock: WriterLock, names: list[tuple[str, bool]]) -> list[str]:
@@ -44,6 +44,30 @@ async def test_urgent_writers_go_before_the_others_in_their_own_order() -> None:
     lock = WriterLock()
     names = [("bulk1", False), ("code1", True), ("bulk2", False), ("code2", True)]
     assert await _queue_behind(lock, names) == ["code1", "code2", "bulk1", "bulk2"]
+
+
+async def test_urgent_writers_do_not_starve_the_others() -> None:
+    lock = WriterLock()
+    names = [("bulk1", False), *((f"code{n}", True) for n in range(URGENT_BURST + 3))]
+    order = await _queue_behind(lock, names)
+    assert order.index("bulk1") == URGENT_BURST
+    assert order[:URGENT_BURST] == [f"code{n}" for n in range(URGENT_BURST)]
+
+
+async def test_a_waiter_cancelled_after_the_lock_was_released_to_another_raises_cancelled() -> None:
+    lock = WriterLock()
+    await lock.acquire()
+    first = asyncio.create_task(lock.acquire())
+    second = asyncio.create_task(lock.acquire())
+    await asyncio.sleep(0)
+    second.cancel()  # cancelled while waiting ...
+    lock.release()  # ... and the lock goes to ``first`` before ``second`` runs
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await asyncio.wait_for(first, 1)
+    assert lock.waiting == 0
+    lock.release()
+    await asyncio.wait_for(lock.acquire(), 1)
 
 
 async def test_only_one_writer_holds_the_lock_at_a_time() -> None:

@@ -57,3 +57,36 @@ async def test_the_relay_can_be_switched_off(tmp_path: Path, clock: ManualClock)
         assert "queue" not in await platform.readiness()
     finally:
         await platform.close()
+
+
+async def test_an_expedited_topic_goes_ahead_of_a_backlog(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    platform = Platform(make_settings(tmp_path), clock=clock)
+    await platform.start()
+    try:
+        relay = platform.relay
+        await relay.stop()  # passes run one at a time here
+        relay.expedite("codes")
+        async with platform.unit_of_work() as uow:
+            await uow.emit_many("bulk", [({"n": n}, str(n)) for n in range(relay.batch_size * 3)])
+        async with platform.unit_of_work() as uow:
+            await uow.emit("codes", {"code": "424242"}, key="ana")
+        db = platform.db.shards[0]
+        # The first pass publishes the code, although it is the newest event of all.
+        assert await relay.relay_shard(db) == 1 + relay.batch_size
+        assert await platform.queue.backend.message_count("codes") == 1
+        assert await platform.queue.backend.message_count("bulk") == relay.batch_size
+        # The rest of the backlog follows.
+        await relay.run_once()
+        assert await platform.queue.backend.message_count("bulk") == relay.batch_size * 3
+        seen: list[int] = []
+
+        async def handle(message: Message) -> None:
+            seen.append(message.json()["n"])
+
+        async with platform.queue.subscribe("bulk", "audit", handle, poll_wait=0.1):
+            await until(lambda: len(seen) == relay.batch_size * 3)
+        assert sorted(seen) == list(range(relay.batch_size * 3))  # each once
+    finally:
+        await platform.close()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from sysdesign.blocks.notify.base import Priority
+from sysdesign.blocks.notify.webhook import WebhookSender
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.context import Platform
 from sysdesign.systems.notifications.delivery import Delivery
@@ -206,3 +207,68 @@ async def test_a_critical_message_overtakes_a_bulk_backlog(
         return status["counts"]["in_app"] == {"delivered": backlog}
 
     await eventually(drained, timeout=120)
+
+
+MAIL_AND = {"subject": "Order {{ id }}", "body": "order {{ id }}"}
+
+
+async def test_one_broken_message_does_not_hold_up_the_rest_of_its_batch(
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    render = Delivery._render
+
+    async def email_breaks(self: Delivery, item: Any, out: Any) -> Any:
+        if item.msg.channel.value == "email":
+            raise RuntimeError("the e-mail renderer broke")
+        return await render(self, item, out)
+
+    monkeypatch.setattr(Delivery, "_render", email_breaks)
+    await client.put(f"{API}/me", json={"email": "ana@example.com"}, headers=ana)
+    await put_template(client, admin, "both", {
+        "category": "orders", "channels": {"in_app": {"en": MAIL_AND}, "email": {"en": MAIL_AND}},
+    })  # fmt: skip
+    # One recipient: both messages share a partition, and so a batch.
+    event = await trigger(client, admin, "both", {"user_ids": [await user_id(client, ana)]},
+                          data={"id": 7})  # fmt: skip
+
+    async def in_app_delivered() -> list[dict[str, Any]] | None:
+        found = await messages_of(client, admin, event["id"])
+        return found if any(m["status"] == "delivered" for m in found) else None
+
+    found = {m["channel"]: m for m in await eventually(in_app_delivered)}
+    assert found["in_app"]["status"] == "delivered"
+    # Left to the scheduler's rescue (shown as queued), not failed with its batch.
+    assert found["email"]["status"] == "queued"
+
+
+async def test_what_a_batch_sent_is_written_while_its_other_sends_wait(
+    client: httpx.AsyncClient, admin: Headers, ana: Headers, receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    released = asyncio.Event()
+    send = WebhookSender.send
+
+    async def slow(self: WebhookSender, message: Any) -> Any:
+        await released.wait()
+        return await send(self, message)
+
+    monkeypatch.setattr(WebhookSender, "send", slow)
+    me = await client.put(f"{API}/me", json={"email": "ana@example.com",
+                                             "webhook_url": receiver.url}, headers=ana)  # fmt: skip
+    receiver.secret = me.json()["webhook_secret"]
+    await put_template(client, admin, "both", {
+        "category": "orders", "channels": {"email": {"en": MAIL_AND}, "webhook": {"en": MAIL_AND}},
+    })  # fmt: skip
+    event = await trigger(client, admin, "both", {"user_ids": [await user_id(client, ana)]},
+                          data={"id": 8})  # fmt: skip
+
+    async def mailed() -> list[dict[str, Any]] | None:
+        found = await messages_of(client, admin, event["id"])
+        return found if any(m["status"] == "sent" for m in found) else None
+
+    found = {m["channel"]: m for m in await eventually(mailed)}
+    assert found["webhook"]["status"] == "queued"  # still being sent
+    assert receiver.received == []
+    released.set()
+    await settled(client, admin, event["id"], 2, "sent", "delivered")
+    assert len(receiver.received) == 1 and receiver.received[0]["valid"]

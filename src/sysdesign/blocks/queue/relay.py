@@ -64,6 +64,8 @@ class OutboxRelay:
             # Its turn at SQLite's writer comes before other writers' (see writerlock).
             with urgent():
                 published += await self._relay_batch(db, self.expedited)
+            async with db.read() as conn:  # were the expedited ones all that was pending?
+                pending = bool(await outbox.fetch_pending(conn, 1))
         if pending:
             published += await self._relay_batch(db, None)
         return published

@@ -28,7 +28,8 @@ message it:
 5. renders the template for the recipient's locale and sends: the inbox
    (stored, then pushed to live streams: ``delivered``), webhooks (a 2xx:
    ``delivered``), e-mail and SMS (accepted: ``sent``). Sends of one batch
-   run concurrently, at most ``SEND_CONCURRENCY`` at once per process.
+   run concurrently, at most ``SEND_CONCURRENCY`` at once per priority and
+   process, and their outcomes are written as they come, a few at a time.
 
 A temporary failure schedules the next attempt after an exponential backoff
 with jitter (or the ``retry_after`` the other side gave) through the
@@ -36,6 +37,7 @@ scheduler, never by retrying in place: that would hold up every later
 message of the partition. Out of attempts, or on a permanent failure, the
 message is ``failed`` and its dead letter goes to ``notifications.deliver.dlq``
 in the same transaction (the outbox). An unexpected error leaves the message
+(only that one; or the batch, when it was the batch's read or write)
 ``sending``; the scheduler hands it back to the queue after the visibility
 timeout, as it does for a worker that died. Every write checks the claim's
 token, so a worker that lost its claim that way changes nothing.
@@ -91,7 +93,15 @@ log = structlog.get_logger(__name__)
 
 
 BATCH = 100
-SEND_CONCURRENCY = 64
+SEND_CONCURRENCY = 64  # per priority, in each process
+COMMIT_EVERY = 25  # send outcomes written together
+COMMIT_SECONDS = 1.0
+
+
+def _left_sending(msg: Message, exc: BaseException) -> None:
+    """An unexpected error: the message stays ``sending``, and the scheduler
+    hands it back after the visibility timeout (the other messages go on)."""
+    log.error("notifications_delivery_error", message=msg.id, error=repr(exc), exc_info=exc)
 
 
 def channel_templates(template: Template, channel: Channel) -> dict[str, ChannelTemplate]:
@@ -176,7 +186,8 @@ class Delivery:
         self._scheduler = scheduler
         self._renderer = Renderer()
         self._fallback = MemoryRateLimitStore(platform.clock)
-        self._sending = asyncio.Semaphore(SEND_CONCURRENCY)
+        # Per priority: critical sends never queue behind bulk ones.
+        self._sending = {p: asyncio.Semaphore(SEND_CONCURRENCY) for p in Priority}
         self.handled = 0
 
     def _now_ms(self) -> int:
@@ -188,6 +199,8 @@ class Delivery:
             try:
                 ids.append(int(queued.json()["message_id"]))
             except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+                if len(batch) > 1:  # the queue hands them over one by one instead
+                    raise ValueError("a malformed delivery message in the batch") from None
                 await self._platform.queue.dead_letter(queued, "malformed delivery message")
         if not ids:
             return
@@ -212,37 +225,68 @@ class Delivery:
     async def _deliver(self, claimed: list[Message]) -> None:
         loaded = await self._load(claimed)
         out = _Outcomes()
-        ready = [r for msg in claimed if (r := await self._prepare(msg, loaded, out))]
+        ready: list[_Ready] = []
+        for msg in claimed:
+            try:
+                if item := await self._prepare(msg, loaded, out):
+                    ready.append(item)
+            except Exception as exc:
+                _left_sending(msg, exc)
         sends: list[tuple[Message, Outgoing]] = []
         for item in await self._admitted(ready, out):
-            msg = item.msg
-            data = await self._data(msg, item.event, item.flush)
             try:
-                rendered = self._renderer.render(
-                    channel_templates(item.template, msg.channel), item.subscriber.locale, data,
-                    channel=msg.channel,
-                )  # fmt: skip
-            except PermanentFailure as exc:
-                out.fail(msg, f"the template does not render: {exc}")
-                continue
-            if msg.channel is Channel.IN_APP:
-                out.inbox.append((msg, rendered, data))
-                continue
-            sends.append((msg, Outgoing(
-                message_id=str(msg.id), channel=msg.channel, address=item.address,
-                rendered=rendered, recipient_id=msg.recipient_id, template=item.template.key,
-                category=item.template.category, priority=msg.priority, data=data,
-                attempt=msg.attempts,
-            )))  # fmt: skip
+                if outgoing := await self._render(item, out):
+                    sends.append((item.msg, outgoing))
+            except Exception as exc:
+                _left_sending(item.msg, exc)
         # The inbox does not wait for the other channels' sends.
         await self._commit(out.take())
         if sends:
-            results = await asyncio.gather(*(self._send(m, o, out) for m, o in sends),
-                                           return_exceptions=True)  # fmt: skip
-            for (msg, _), result in zip(sends, results, strict=True):
-                if isinstance(result, BaseException):  # left ``sending`` (see the module)
-                    log.error("notifications_send_error", message=msg.id, error=repr(result))
-            await self._commit(out.take())
+            await self._send_all(sends, out)
+
+    async def _render(self, item: _Ready, out: _Outcomes) -> Outgoing | None:
+        """Render ``item``; an in-app message joins the inbox, another channel's
+        message is returned to be sent (``None`` when it is settled)."""
+        msg = item.msg
+        data = await self._data(msg, item.event, item.flush)
+        try:
+            rendered = self._renderer.render(
+                channel_templates(item.template, msg.channel), item.subscriber.locale, data,
+                channel=msg.channel,
+            )  # fmt: skip
+        except PermanentFailure as exc:
+            out.fail(msg, f"the template does not render: {exc}")
+            return None
+        if msg.channel is Channel.IN_APP:
+            out.inbox.append((msg, rendered, data))
+            return None
+        return Outgoing(
+            message_id=str(msg.id), channel=msg.channel, address=item.address,
+            rendered=rendered, recipient_id=msg.recipient_id, template=item.template.key,
+            category=item.template.category, priority=msg.priority, data=data,
+            attempt=msg.attempts,
+        )  # fmt: skip
+
+    async def _send_all(self, sends: list[tuple[Message, Outgoing]], out: _Outcomes) -> None:
+        """Send at once, writing outcomes as they come (every ``COMMIT_EVERY``
+        of them or ``COMMIT_SECONDS``): what a slow batch already sent is kept
+        even if the batch is then cut short."""
+        pending = {asyncio.ensure_future(self._send(msg, out_, out)) for msg, out_ in sends}
+        loop = asyncio.get_running_loop()
+        committed_at = loop.time()
+        try:
+            while pending:
+                _, pending = await asyncio.wait(
+                    pending, timeout=COMMIT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                due = loop.time() - committed_at >= COMMIT_SECONDS
+                if len(out.finishes) + len(out.failures) >= COMMIT_EVERY or due:
+                    await self._commit(out.take())
+                    committed_at = loop.time()
+        finally:
+            for task in pending:
+                task.cancel()
+        await self._commit(out.take())
 
     async def _load(self, claimed: list[Message]) -> _Loaded:
         recipients = list({msg.recipient_id for msg in claimed})
@@ -312,8 +356,10 @@ class Delivery:
             out.fail(msg, f"no sender for the channel {msg.channel.value}")
             return
         try:
-            async with self._sending:
+            async with self._sending[msg.priority]:
                 provider_id = await sender.send(outgoing)
+        except asyncio.CancelledError:
+            raise
         except DeliveryError as exc:
             if not exc.retryable or msg.attempts >= self._config.max_attempts:
                 out.fail(msg, str(exc) or exc.__class__.__name__)
@@ -324,6 +370,9 @@ class Delivery:
                                     self._config.backoff_max_seconds)  # fmt: skip
             out.wait(msg, self._now_ms() + int(delay * 1000), error=str(exc),
                      count_attempt=True)  # fmt: skip
+            return
+        except Exception as exc:  # a sender broke its contract
+            _left_sending(msg, exc)
             return
         status = Status.DELIVERED if msg.channel is Channel.WEBHOOK else Status.SENT
         out.settle(msg, status, provider_id=provider_id, count_attempt=True)
