@@ -398,3 +398,34 @@ def test_verification_never_raises(timestamp: str, signature: str, body: bytes, 
         True,
         False,
     )
+
+
+async def test_no_more_than_host_concurrency_requests_reach_one_host_at_once(
+    clock: ManualClock,
+) -> None:
+    in_flight = 0
+    most = 0
+
+    async def slow(request: Request) -> Reply:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return Reply(200, {})
+
+    async with (
+        HttpReceiver(slow) as receiver,
+        WebhookSenderContext(clock=clock, host_concurrency=3) as sender,
+    ):
+        results = await asyncio.gather(
+            *(sender.send(webhook(receiver.url, message_id=str(n))) for n in range(20))
+        )
+    assert results == [None] * 20
+    assert most == 3  # the requests did overlap, three at a time
+    assert sender._hosts.hosts == 0  # nothing kept for a host nothing is sent to
+
+
+def test_host_concurrency_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="host_concurrency"):
+        WebhookSender(host_concurrency=0)

@@ -21,6 +21,8 @@ def test_retention_defaults(tmp_path: Path) -> None:
     assert config.inbox_retention_days == 90
     assert config.retention_seconds == 3600
     assert config.webhook_allow_networks == ()
+    assert config.webhook_host_concurrency == 8
+    assert read(tmp_path, WEBHOOK_HOST_CONCURRENCY="32").webhook_host_concurrency == 32
 
 
 def test_retention_values_are_read(tmp_path: Path) -> None:
@@ -44,6 +46,8 @@ def test_retention_values_are_read(tmp_path: Path) -> None:
         ("INBOX_RETENTION_DAYS", "inf", "finite"),
         ("RETENTION_SECONDS", "0", "at least 0.01"),
         ("RETENTION_SECONDS", "hourly", "must be a number"),
+        ("WEBHOOK_HOST_CONCURRENCY", "0", "at least 1"),
+        ("WEBHOOK_HOST_CONCURRENCY", "many", "must be a number"),
     ],
 )
 def test_bad_retention_values_name_the_variable(

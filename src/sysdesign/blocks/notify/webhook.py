@@ -30,6 +30,9 @@ resolves to must pass, and the connection goes to an address that was
 checked, so DNS rebinding cannot reach an internal service. A refused address
 is ``PermanentFailure``. ``check_webhook_url`` is the cheap check for when a
 URL is registered.
+
+At most ``host_concurrency`` requests go to one host at once; others wait
+their turn (the wait is not counted in ``timeout``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import asyncio
 import hashlib
 import hmac
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -64,6 +68,7 @@ from sysdesign.platform.clock import Clock, SystemClock
 
 SIGNATURE_VERSION = "v1"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+HOST_CONCURRENCY = 8  # requests at once to one receiver host
 # A receiver's answer is not used; reading a little of it lets the
 # connection go back to the pool, reading all of it would let a receiver
 # make us hold any amount.
@@ -143,6 +148,38 @@ def payload(message: Outgoing) -> bytes:
         raise PermanentFailure(f"webhook data is not JSON: {exc}") from exc
 
 
+class HostSlots:
+    """At most ``limit`` requests at once to one host: a receiver is never
+    sent more than that however many messages wait for it, and the client's
+    pool stays small per host (its bookkeeping grows with the connections
+    in it). A host is forgotten when nothing is sent to it or waiting."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"host_concurrency must be at least 1, not {limit!r}")
+        self.limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @property
+    def hosts(self) -> int:
+        return len(self._slots)
+
+    @asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        slot = self._slots.get(host)
+        if slot is None:
+            slot = self._slots[host] = (asyncio.Semaphore(self.limit), [0])
+        semaphore, users = slot
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._slots[host]
+
+
 def _webhook_host(url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -198,10 +235,12 @@ class WebhookSender:
         *,
         clock: Clock | None = None,
         allow_networks: Sequence[Network] = (),
+        host_concurrency: int = HOST_CONCURRENCY,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be more than zero seconds, not {timeout!r}")
         self.timeout = timeout
+        self._hosts = HostSlots(host_concurrency)
         self._clock = clock or SystemClock()
         self._guard = AddressGuard(allow_networks)
         self._owns_client = client is None
@@ -242,7 +281,8 @@ class WebhookSender:
             "Sysdesign-Signature": sign(secret, timestamp, body),
         }
         try:
-            async with asyncio.timeout(self.timeout):
+            # The wait for a turn at a busy host is not part of the request's time.
+            async with self._hosts.hold(host), asyncio.timeout(self.timeout):
                 status, wait = await self._post(url, body, headers)
         except DeliveryError:
             raise

@@ -30,6 +30,8 @@
   reach although they are not public (loopback, private, link-local), as
   comma-separated CIDRs or addresses such as ``10.0.0.0/8,127.0.0.1``; by
   default webhooks reach only public addresses.
+- ``SYSDESIGN_NOTIFY_WEBHOOK_HOST_CONCURRENCY`` (8): webhook requests at once
+  to one host, per process; the others wait their turn.
 
 A value that does not parse stops start-up with one line naming the variable.
 """
@@ -95,6 +97,7 @@ class NotifyConfig:
     inbox_retention_days: float = 90.0
     retention_seconds: float = 3600.0
     webhook_allow_networks: tuple[Network, ...] = ()
+    webhook_host_concurrency: int = 8
 
     @classmethod
     def from_env(cls, data_dir: Path, environ: Mapping[str, str] | None = None) -> NotifyConfig:
@@ -118,4 +121,7 @@ class NotifyConfig:
             ),
             retention_seconds=_number(env, "RETENTION_SECONDS", 3600.0, minimum=0.01),
             webhook_allow_networks=_networks(env, "WEBHOOK_ALLOW_NETWORKS"),
+            webhook_host_concurrency=int(
+                _number(env, "WEBHOOK_HOST_CONCURRENCY", 8, minimum=1, maximum=1000)
+            ),
         )

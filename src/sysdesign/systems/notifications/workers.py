@@ -44,7 +44,11 @@ def build_senders(config: NotifyConfig, clock: Clock | None = None) -> dict[Chan
     return {
         Channel.EMAIL: email_sender(config.email_url, clock=clock),
         Channel.SMS: sms_sender(config.sms_url, clock=clock),
-        Channel.WEBHOOK: WebhookSender(clock=clock, allow_networks=config.webhook_allow_networks),
+        Channel.WEBHOOK: WebhookSender(
+            clock=clock,
+            allow_networks=config.webhook_allow_networks,
+            host_concurrency=config.webhook_host_concurrency,
+        ),
     }
 
 
