@@ -48,14 +48,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
 from sysdesign.blocks.notify.base import (
-    Address,
     Channel,
     DeliveryError,
     Outgoing,
@@ -73,6 +71,7 @@ from sysdesign.blocks.ratelimit.memory import MemoryRateLimitStore
 from sysdesign.blocks.ratelimit.rules import parse_limit
 from sysdesign.platform.writerlock import urgent
 from sysdesign.systems.notifications import inbox, messages, store
+from sysdesign.systems.notifications.batch import Loaded, Outcomes, Ready
 from sysdesign.systems.notifications.domain import (
     DLQ_TOPIC,
     Event,
@@ -111,63 +110,6 @@ def channel_templates(template: Template, channel: Channel) -> dict[str, Channel
         )
         for locale, p in template.channels.get(channel, {}).items()
     }
-
-
-@dataclass(slots=True)
-class _Loaded:
-    """What a batch of messages needs, read in one go."""
-
-    events: dict[int, Event]
-    templates: dict[str, Template]
-    subscribers: dict[int, Subscriber]
-    preferences: dict[int, Preferences]
-
-
-@dataclass(slots=True)
-class _Ready:
-    """A message that passed every rule and is about to be rendered and sent."""
-
-    msg: Message
-    event: Event
-    template: Template
-    subscriber: Subscriber
-    address: Address
-    flush: bool  # a digest the scheduler released: render every event in it
-
-
-@dataclass
-class _Outcomes:
-    """How a batch's messages end, written together."""
-
-    finishes: list[tuple[Message, dict[str, Any]]] = field(default_factory=list)
-    failures: list[tuple[Message, str]] = field(default_factory=list)
-    inbox: list[tuple[Message, Rendered, dict[str, Any]]] = field(default_factory=list)
-    wakes: list[int] = field(default_factory=list)
-
-    def settle(self, msg: Message, status: Status, *, reason: str | None = None,
-               provider_id: str | None = None, count_attempt: bool = False) -> None:  # fmt: skip
-        attempts = msg.attempts if count_attempt else msg.attempts - 1
-        self.finishes.append((msg, {"status": status.value, "reason": reason,
-                                    "provider_id": provider_id, "attempts": attempts}))  # fmt: skip
-
-    def wait(self, msg: Message, due_ms: int, *, reason: str | None = None,
-             error: str | None = None, count_attempt: bool = False) -> None:  # fmt: skip
-        attempts = msg.attempts if count_attempt else msg.attempts - 1
-        values: dict[str, Any] = {"status": Status.SCHEDULED.value, "due_at": due_ms,
-                                  "attempts": attempts, "reason": reason}  # fmt: skip
-        if error is not None:
-            values["last_error"] = error[:1000]
-        self.finishes.append((msg, values))
-        self.wakes.append(due_ms)
-
-    def fail(self, msg: Message, error: str) -> None:
-        self.failures.append((msg, error))
-
-    def take(self) -> _Outcomes:
-        """Everything so far, leaving this one empty."""
-        taken = _Outcomes(self.finishes, self.failures, self.inbox, self.wakes)
-        self.finishes, self.failures, self.inbox, self.wakes = [], [], [], []
-        return taken
 
 
 class Delivery:
@@ -224,8 +166,8 @@ class Delivery:
 
     async def _deliver(self, claimed: list[Message]) -> None:
         loaded = await self._load(claimed)
-        out = _Outcomes()
-        ready: list[_Ready] = []
+        out = Outcomes()
+        ready: list[Ready] = []
         for msg in claimed:
             try:
                 if item := await self._prepare(msg, loaded, out):
@@ -244,7 +186,7 @@ class Delivery:
         if sends:
             await self._send_all(sends, out)
 
-    async def _render(self, item: _Ready, out: _Outcomes) -> Outgoing | None:
+    async def _render(self, item: Ready, out: Outcomes) -> Outgoing | None:
         """Render ``item``; an in-app message joins the inbox, another channel's
         message is returned to be sent (``None`` when it is settled)."""
         msg = item.msg
@@ -267,7 +209,7 @@ class Delivery:
             attempt=msg.attempts,
         )  # fmt: skip
 
-    async def _send_all(self, sends: list[tuple[Message, Outgoing]], out: _Outcomes) -> None:
+    async def _send_all(self, sends: list[tuple[Message, Outgoing]], out: Outcomes) -> None:
         """Send at once, writing outcomes as they come (every ``COMMIT_EVERY``
         of them or ``COMMIT_SECONDS``): what a slow batch already sent is kept
         even if the batch is then cut short."""
@@ -288,16 +230,16 @@ class Delivery:
                 task.cancel()
         await self._commit(out.take())
 
-    async def _load(self, claimed: list[Message]) -> _Loaded:
+    async def _load(self, claimed: list[Message]) -> Loaded:
         recipients = list({msg.recipient_id for msg in claimed})
         async with self._platform.db.primary.read() as conn:
             events = await store.get_events(conn, (msg.event_id for msg in claimed))
             templates = await store.get_templates(conn, (e.template for e in events.values()))
             subscribers = await store.get_subscribers(conn, recipients)
             preferences = await store.get_preferences_of(conn, recipients)
-        return _Loaded(events, templates, subscribers, preferences)
+        return Loaded(events, templates, subscribers, preferences)
 
-    async def _prepare(self, msg: Message, loaded: _Loaded, out: _Outcomes) -> _Ready | None:
+    async def _prepare(self, msg: Message, loaded: Loaded, out: Outcomes) -> Ready | None:
         """The rules before rendering; ``None`` when they settled the message."""
         event = loaded.events.get(msg.event_id)
         template = loaded.templates.get(event.template) if event else None
@@ -326,9 +268,9 @@ class Delivery:
         if decision.action == "delay" and decision.until is not None:
             out.wait(msg, int(decision.until * 1000), reason=decision.reason)
             return None
-        return _Ready(msg, event, template, subscriber, address, flush)
+        return Ready(msg, event, template, subscriber, address, flush)
 
-    async def _admitted(self, ready: list[_Ready], out: _Outcomes) -> list[_Ready]:
+    async def _admitted(self, ready: list[Ready], out: Outcomes) -> list[Ready]:
         """Those within their template's throttle (checked on a first attempt only)."""
         checked = [
             r
@@ -350,7 +292,7 @@ class Delivery:
                 out.settle(item.msg, Status.SUPPRESSED, reason="throttled")
         return [r for r in ready if id(r) not in refused]
 
-    async def _send(self, msg: Message, outgoing: Outgoing, out: _Outcomes) -> None:
+    async def _send(self, msg: Message, outgoing: Outgoing, out: Outcomes) -> None:
         sender = self._senders.get(msg.channel)
         if sender is None:
             out.fail(msg, f"no sender for the channel {msg.channel.value}")
@@ -377,7 +319,7 @@ class Delivery:
         status = Status.DELIVERED if msg.channel is Channel.WEBHOOK else Status.SENT
         out.settle(msg, status, provider_id=provider_id, count_attempt=True)
 
-    async def _commit(self, out: _Outcomes) -> None:
+    async def _commit(self, out: Outcomes) -> None:
         """Write ``out`` in one transaction, then push the new inbox items and
         tell the scheduler of the new due times."""
         if not (out.finishes or out.failures or out.inbox):
