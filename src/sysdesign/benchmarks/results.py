@@ -7,7 +7,10 @@ import statistics
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sysdesign.benchmarks.wrk import WrkResult
 
 
 def utc_now() -> datetime:
@@ -24,6 +27,17 @@ def median(values: Iterable[float]) -> float:
     if not data:
         raise ValueError("median of no values")
     return statistics.median(data)
+
+
+def medians(rounds: Iterable[WrkResult]) -> dict[str, float]:
+    """Requests per second, p50 and p99 of wrk's rounds: each figure the median
+    of its own column, not the figures of the median round."""
+    results = list(rounds)
+    return {
+        "rps": round(median(r.requests_per_second for r in results), 2),
+        "p50_ms": round(median(r.p50_ms for r in results), 3),
+        "p99_ms": round(median(r.p99_ms for r in results), 3),
+    }
 
 
 def write_result(

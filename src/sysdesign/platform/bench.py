@@ -35,7 +35,7 @@ from rich.table import Table
 from sysdesign.benchmarks import BenchmarkError
 from sysdesign.benchmarks.cpus import CpuPlan, pinned, plan_cpus
 from sysdesign.benchmarks.machine import machine_info, package_versions
-from sysdesign.benchmarks.results import median, utc_now, write_result
+from sysdesign.benchmarks.results import medians, utc_now, write_result
 from sysdesign.benchmarks.server import RunningServer, rss_bytes, serve
 from sysdesign.benchmarks.wrk import (
     WrkResult,
@@ -186,15 +186,6 @@ def _check_answer(target: Target, status: int, body: bytes) -> None:
         )
 
 
-def _medians(rounds: list[WrkResult]) -> dict[str, float]:
-    # Each figure is the median of its own column, not the figures of the median round.
-    return {
-        "rps": round(median(r.requests_per_second for r in rounds), 2),
-        "p50_ms": round(median(r.p50_ms for r in rounds), 3),
-        "p99_ms": round(median(r.p99_ms for r in rounds), 3),
-    }
-
-
 def _measure_all(
     servers: dict[str, RunningServer],
     wrk: str,
@@ -321,11 +312,11 @@ def _run(duration: float, connections: int, out_dir: str, console: Console) -> d
         rounds, failures, warnings = _measure_all(servers, wrk, seconds, connections, cpus, console)
         memory = {key: rss_bytes(server.pid) for key, server in servers.items()}
 
-    medians = {key: _medians(results) for key, results in rounds.items()}
-    if medians[ANCHOR.key]["rps"] <= 0:
+    by_target = {key: medians(results) for key, results in rounds.items()}
+    if by_target[ANCHOR.key]["rps"] <= 0:
         raise BenchmarkError(f"{ANCHOR.label} answered no requests: nothing to compare with")
-    ratio = medians[SUBJECT.key]["rps"] / medians[ANCHOR.key]["rps"]
-    framework_rps = medians[FRAMEWORK.key]["rps"] or float("nan")
+    ratio = by_target[SUBJECT.key]["rps"] / by_target[ANCHOR.key]["rps"]
+    framework_rps = by_target[FRAMEWORK.key]["rps"] or float("nan")
     result: dict[str, Any] = {
         "benchmark": "platform",
         "description": "one JSON endpoint: the full sysdesign stack vs bare Starlette and FastAPI",
@@ -360,14 +351,14 @@ def _run(duration: float, connections: int, out_dir: str, console: Console) -> d
             t.key: {
                 "label": t.label,
                 "rounds": [r.as_dict() for r in rounds[t.key]],
-                "median": medians[t.key],
+                "median": by_target[t.key],
                 "server_rss_bytes": memory[t.key],
             }
             for t in TARGETS
         },
         "ratio": round(ratio, 4),
-        "ratio_vs_fastapi": round(medians[SUBJECT.key]["rps"] / framework_rps, 4),
-        "fastapi_vs_bare": round(framework_rps / medians[ANCHOR.key]["rps"], 4),
+        "ratio_vs_fastapi": round(by_target[SUBJECT.key]["rps"] / framework_rps, 4),
+        "fastapi_vs_bare": round(framework_rps / by_target[ANCHOR.key]["rps"], 4),
         "goal": {"ratio_at_least": GOAL_RATIO, "met": not failures and ratio >= GOAL_RATIO},
         "valid": not failures,
         "failures": failures,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -118,11 +118,8 @@ class Database:
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on exit, rolled back on error."""
-        if self._writer is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._writer, self.engine.begin() as conn:
+        # SQLite's writers queue on the lock (see writerlock); other databases need none.
+        async with self._writer or nullcontext(), self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager

@@ -191,6 +191,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 # --- cursor pagination ---------------------------------------------------------------
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class Page(BaseModel, Generic[T]):
@@ -226,13 +227,17 @@ class CursorCodec:
                 raise ValueError("not an object")
             return value
         except (ValueError, binascii.Error, orjson.JSONDecodeError):
-            raise Problem(
-                400,
-                "The cursor is not one this server issued",
-                slug="invalid-cursor",
-                title="Invalid cursor",
-                field="cursor",
-            ) from None
+            raise _invalid_cursor() from None
+
+
+def _invalid_cursor() -> Problem:
+    return Problem(
+        400,
+        "The cursor is not one this server issued",
+        slug="invalid-cursor",
+        title="Invalid cursor",
+        field="cursor",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +255,15 @@ class PageRequest:
     @property
     def fetch(self) -> int:
         return self.limit + 1
+
+    def after_value(self, name: str, kind: type[V]) -> V | None:
+        """The cursor's ``name`` (``None`` without a cursor or without that field).
+        Raises the invalid-cursor ``Problem`` (as ``CursorCodec.decode`` does) when
+        it is not a ``kind``."""
+        value = self.after.get(name) if self.after else None
+        if value is not None and not isinstance(value, kind):
+            raise _invalid_cursor()
+        return value
 
     def page(self, rows: Sequence[T], position: Callable[[T], dict[str, Any]]) -> Page[T]:
         items = list(rows[: self.limit])

@@ -46,10 +46,15 @@ async def record_processed(
     return result.rowcount == 1
 
 
-async def purge_processed(conn: AsyncConnection, older_than_ms: int) -> int:
-    """Forget records older than ``older_than_ms``: a message redelivered after
-    that long would be processed again, so keep them longer than any retry."""
-    result = await conn.execute(
-        delete(inbox_table).where(inbox_table.c.processed_at < older_than_ms)
-    )
+async def purge_processed(
+    conn: AsyncConnection, older_than_ms: int, consumer: str | None = None
+) -> int:
+    """Forget records older than ``older_than_ms`` (only ``consumer``'s when
+    given): a message redelivered after that long would be processed again,
+    so keep them longer than any retry."""
+    t = inbox_table
+    stmt = delete(t).where(t.c.processed_at < older_than_ms)
+    if consumer is not None:
+        stmt = stmt.where(t.c.consumer == consumer)
+    result = await conn.execute(stmt)
     return result.rowcount or 0

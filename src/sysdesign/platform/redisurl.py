@@ -15,14 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sysdesign.platform.errors import ConfigurationError
-
-
-def redact(url: str) -> str:
-    """The URL without password or query, for messages."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}" if parts.password is not None else parts.netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+from sysdesign.platform.urls import redact
 
 
 def split_options(url: str, *, what: str, prefix: str, timeout: float) -> tuple[str, str, float]:

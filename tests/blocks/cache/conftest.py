@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import pytest
 
@@ -22,6 +23,7 @@ from sysdesign.blocks.cache import Cache, MemoryCache, open_cache
 from sysdesign.blocks.cache.cluster import ClusterCache
 from sysdesign.blocks.cache.node import CacheNode
 from sysdesign.platform.clock import ManualClock
+from tests import waiting
 from tests.backends import delete_prefix, redis_url
 
 BACKENDS = ("memory", "cluster", "redis")
@@ -30,13 +32,7 @@ SHORT = 0.4  # seconds
 Elapse = Callable[[float], Awaitable[None]]
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let other tasks run until ``condition`` holds; fail after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    pytest.fail(f"still not true after {timeout} s")
+eventually = partial(waiting.eventually, timeout=5.0)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,10 +1,9 @@
-"""Messages, free ports and a tiny HTTP receiver for the notify tests."""
+"""Messages and a tiny HTTP receiver for the notify tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,13 +33,6 @@ def outgoing(
         data=data if data is not None else {"order": "A-1"},
         attempt=attempt,
     )
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

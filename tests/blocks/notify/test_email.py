@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from sysdesign.benchmarks.server import free_port
 from sysdesign.blocks.notify import (
     Channel,
     EmailSender,
@@ -26,7 +27,7 @@ from sysdesign.blocks.notify import (
 )
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.errors import ConfigurationError
-from tests.blocks.notify.helpers import closed_port, outgoing
+from tests.blocks.notify.helpers import outgoing
 
 FROM = "Shop%20<noreply@shop.example>"
 RENDERED = Rendered(
@@ -93,7 +94,7 @@ def smtp_port(recorder: Recorder) -> Iterator[int]:
     controller = Controller(
         recorder,
         hostname="127.0.0.1",
-        port=closed_port(),
+        port=free_port(),
         server_hostname="smtp.test",
         authenticator=recorder.authenticate,
         auth_require_tls=False,
@@ -245,7 +246,7 @@ async def test_replies_to_the_message_map_by_code(
 
 
 async def test_a_closed_port_is_temporary() -> None:
-    async with opened(smtp_url(closed_port())) as sender:
+    async with opened(smtp_url(free_port())) as sender:
         with pytest.raises(TemporaryFailure, match="cannot reach"):
             await sender.send(outgoing(Channel.EMAIL, "ana@example.org"))
 

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from sysdesign.benchmarks.server import free_port
 from sysdesign.blocks.notify import (
     Channel,
     PermanentFailure,
@@ -22,7 +23,7 @@ from sysdesign.blocks.notify import (
 )
 from sysdesign.platform.clock import ManualClock
 from sysdesign.platform.errors import ConfigurationError
-from tests.blocks.notify.helpers import HttpReceiver, Reply, Request, closed_port, outgoing
+from tests.blocks.notify.helpers import HttpReceiver, Reply, Request, outgoing
 
 PHONE = "+15550002222"
 SID, TOKEN = "AC0123456789", "tok/en+secret"
@@ -155,7 +156,7 @@ async def test_provider_answers_map_to_failures(
 
 
 async def test_an_unreachable_provider_is_temporary() -> None:
-    sender = sms_sender(twilio(closed_port()))
+    sender = sms_sender(twilio(free_port()))
     try:
         with pytest.raises(TemporaryFailure, match="unreachable"):
             await sender.send(text())

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sysdesign.benchmarks.server import free_port
 from sysdesign.blocks.notify import (
     Channel,
     Outgoing,
@@ -35,7 +36,6 @@ from tests.blocks.notify.helpers import (
     HttpReceiver,
     Reply,
     Request,
-    closed_port,
     outgoing,
 )
 
@@ -167,7 +167,7 @@ async def test_a_receiver_that_does_not_answer_in_time_is_temporary() -> None:
 async def test_a_closed_port_is_temporary() -> None:
     async with WebhookSenderContext() as sender:
         with pytest.raises(TemporaryFailure, match="unreachable"):
-            await sender.send(webhook(f"http://127.0.0.1:{closed_port()}/"))
+            await sender.send(webhook(f"http://127.0.0.1:{free_port()}/"))
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,14 @@ so there is nothing to delete afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import pytest
 
 from sysdesign.blocks.realtime import Realtime, open_realtime
+from tests import waiting
 from tests.backends import redis_url
 
 BACKENDS = ("memory", "redis")
@@ -22,14 +23,8 @@ BACKENDS = ("memory", "redis")
 Connect = Callable[..., Awaitable[Realtime]]
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let other tasks run until ``condition`` holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"still not true after {timeout} s")
-        await asyncio.sleep(0.005)
+# Long enough for a Redis listener to back off and reconnect.
+eventually = partial(waiting.eventually, timeout=10.0)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -4,7 +4,6 @@ admin and two users; a real webhook receiver; bounded polling helpers."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sysdesign.benchmarks.server import free_port
 from sysdesign.blocks.notify.webhook import verify_signature
 from sysdesign.platform.app import create_app
 from sysdesign.platform.clock import ManualClock
@@ -32,16 +32,11 @@ ADMIN_EMAIL = "admin@example.com"
 HOOK = {"category": "orders", "channels": {"webhook": {"en": {"body": "order {{ id }}"}}}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def notify_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Settings of the notification system for a test; change them before ``app``."""
-    values = {
+def notify_env() -> dict[str, str]:
+    """Settings of the notification system for a test; change them before ``app``
+    (which sets them in the environment)."""
+    return {
         "SYSDESIGN_NOTIFY_WORKERS": "1",  # tests/conftest.py turns them off elsewhere
         "SYSDESIGN_NOTIFY_SCHEDULER_SECONDS": "0.02",
         "SYSDESIGN_NOTIFY_SWEEP_SECONDS": "3600",
@@ -49,9 +44,6 @@ def notify_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "SYSDESIGN_NOTIFY_MAX_ATTEMPTS": "3",
         "SYSDESIGN_NOTIFY_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the receivers here
     }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
 
 
 @pytest.fixture

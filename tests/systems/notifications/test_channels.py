@@ -17,11 +17,11 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
+from sysdesign.benchmarks.server import free_port
 from tests.conftest import Headers
 from tests.systems.notifications.conftest import (
     API,
     Receiver,
-    free_port,
     put_template,
     settled,
     trigger,

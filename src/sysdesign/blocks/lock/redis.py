@@ -43,6 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sysdesign.blocks.lock.base import LockError, LockUnavailable, Mode, Ticket, TicketStore
+from sysdesign.platform.background import BackgroundTask
 from sysdesign.platform.errors import ConfigurationError
 from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
 
@@ -98,7 +99,7 @@ class RedisTicketStore(TicketStore):
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._pubsub: PubSub | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._listener = BackgroundTask(self._listen, "lock-redis-listener")
         # Waiters by the ticket id they watch, and the name of each watched id.
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._watched_names: dict[str, str] = {}
@@ -149,15 +150,11 @@ class RedisTicketStore(TicketStore):
             client = self._client = Redis.from_pool(pool)
             self._scripts = {op: client.register_script(text) for op, text in SCRIPTS.items()}
             self._pubsub = client.pubsub()
-            self._listener = asyncio.create_task(self._listen(), name="lock-redis-listener")
+            self._listener.start()
         await self.ping()
 
     async def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await self._listener.stop()
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
@@ -231,7 +228,7 @@ class RedisTicketStore(TicketStore):
         return [name for name, reply in zip(names, counts, strict=True) if int(reply[0]) > 0]
 
     async def wait(self, name: str, watched: Sequence[Ticket], timeout: float) -> None:
-        if not watched or self._listener is None:
+        if not watched or not self._listener.running:
             await asyncio.sleep(max(timeout, 0.0))
             return
         if any(t.id in self._recent for t in watched):

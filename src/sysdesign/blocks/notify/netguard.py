@@ -301,9 +301,6 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         await self._delegate.sleep(seconds)
 
 
-_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-
-
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """An httpx transport whose connections all go through ``backend``:
     HTTP/1.1, certificates verified against the URL's host name, no proxy (a
@@ -313,12 +310,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     ``RuntimeError`` at construction, rather than sending unguarded, when the
     installed httpx no longer keeps its pool where this replaces it."""
 
-    def __init__(
-        self,
-        backend: GuardedNetworkBackend,
-        *,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-    ) -> None:
+    def __init__(self, backend: GuardedNetworkBackend, *, limits: httpx.Limits) -> None:
         ssl_context = httpx.create_ssl_context()
         super().__init__(verify=ssl_context, limits=limits)
         # httpx offers no network_backend option, so the pool it built is

@@ -11,18 +11,9 @@ import math
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, unquote, urlunsplit
 
+from sysdesign.platform.envflag import parse_flag
 from sysdesign.platform.errors import ConfigurationError
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def redact(parts: SplitResult) -> str:
-    """The URL without its password or query, safe to print."""
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+from sysdesign.platform.urls import redact
 
 
 def query_options(parts: SplitResult, allowed: frozenset[str], *, what: str) -> dict[str, str]:
@@ -33,7 +24,7 @@ def query_options(parts: SplitResult, allowed: frozenset[str], *, what: str) -> 
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
             raise ConfigurationError(
-                f"{what}: unknown option {name!r} in {redact(parts)} (known: {known})"
+                f"{what}: unknown option {name!r} in {redact(parts.geturl())} (known: {known})"
             )
         options[name] = value
     return options
@@ -43,11 +34,9 @@ def flag(options: dict[str, str], name: str, *, what: str) -> bool | None:
     """``true``/``false`` (or 1/0, yes/no, on/off); ``None`` when absent."""
     if name not in options:
         return None
-    value = options[name].strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
+    value = parse_flag(options[name])
+    if value is not None:
+        return value
     raise ConfigurationError(f"{what}: {name} must be true or false, not {options[name]!r}")
 
 

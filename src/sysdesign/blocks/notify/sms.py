@@ -43,10 +43,11 @@ from sysdesign.blocks.notify.base import (
     PermanentFailure,
     TemporaryFailure,
 )
-from sysdesign.blocks.notify.senderurl import file_path, query_options, redact, seconds
+from sysdesign.blocks.notify.senderurl import file_path, query_options, seconds
 from sysdesign.blocks.notify.webhook import retry_after
 from sysdesign.platform.clock import Clock, SystemClock
 from sysdesign.platform.errors import ConfigurationError
+from sysdesign.platform.urls import redact
 
 WHAT = "SMS sender URL"
 MAX_SMS_CHARS = 1600
@@ -211,7 +212,7 @@ def _problem(response: httpx.Response) -> str:
 
 def _twilio(url: str, client: httpx.AsyncClient | None, clock: Clock | None) -> TwilioSmsSender:
     parts = urlsplit(url)
-    shown = redact(parts)
+    shown = redact(url)
     options = query_options(parts, frozenset({"from", "base_url", "timeout"}), what=WHAT)
     if not parts.username or not parts.password:
         raise ConfigurationError(f"{WHAT}: {shown} needs ACCOUNT_SID:AUTH_TOKEN@ before the host")

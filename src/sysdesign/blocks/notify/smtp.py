@@ -50,8 +50,9 @@ import aiosmtplib
 
 from sysdesign.blocks.notify.base import DeliveryError, PermanentFailure, TemporaryFailure
 from sysdesign.blocks.notify.email import WHAT
-from sysdesign.blocks.notify.senderurl import count, flag, query_options, redact, seconds
+from sysdesign.blocks.notify.senderurl import count, flag, query_options, seconds
 from sysdesign.platform.errors import ConfigurationError
+from sysdesign.platform.urls import redact
 
 OPTIONS = frozenset({"from", "starttls", "tls", "verify", "timeout", "pool", "idle", "helo"})
 DEFAULT_TIMEOUT = 10.0
@@ -83,7 +84,7 @@ def smtp_settings(parts: SplitResult) -> tuple[SmtpSettings, str]:
     option. Raises ``ConfigurationError`` for a missing host or ``from``, a
     bad port, or a bad or unknown option."""
     options = query_options(parts, OPTIONS, what=WHAT)
-    shown = redact(parts)
+    shown = redact(parts.geturl())
     if not parts.hostname:
         raise ConfigurationError(f"{WHAT}: no host in {shown}")
     try:

@@ -313,7 +313,7 @@ class Subscription:
                 return True
             current = message if attempt == message.attempt else replace(message, attempt=attempt)
             try:
-                await self._run_handler(current, worker)
+                await self._run(self.handler, current, worker)
                 self.stats.handled += 1
                 return True
             except asyncio.CancelledError:
@@ -363,9 +363,6 @@ class Subscription:
         log.warning("queue.batch_failed", topic=self.topic, group=self.group,
                     messages=len(batch), error=error)  # fmt: skip
         return False
-
-    async def _run_handler(self, message: Message, worker: _Worker | None) -> None:
-        await self._run(self.handler, message, worker)
 
     async def _run(
         self, handler: Callable[[Any], Awaitable[Any]], argument: Any, worker: _Worker | None

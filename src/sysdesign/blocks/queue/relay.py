@@ -54,21 +54,22 @@ class OutboxRelay:
     async def relay_shard(self, db: Database) -> int:
         """One batch from one shard (and first a batch of expedited topics'
         events, if any are pending); returns how many events were published."""
-        async with db.read() as conn:  # cheap look first: an idle pass takes no write lock
+        # Cheap looks first: an idle pass is one SELECT and takes no write lock.
+        async with db.read() as conn:
+            if not await outbox.fetch_pending(conn, 1):
+                return 0
             expedite = bool(self.expedited) and bool(
                 await outbox.fetch_pending(conn, 1, topics=self.expedited)
             )
-            pending = bool(await outbox.fetch_pending(conn, 1))
         published = 0
         if expedite:
             # Its turn at SQLite's writer comes before other writers' (see writerlock).
             with urgent():
-                published += await self._relay_batch(db, self.expedited)
+                published = await self._relay_batch(db, self.expedited)
             async with db.read() as conn:  # were the expedited ones all that was pending?
-                pending = bool(await outbox.fetch_pending(conn, 1))
-        if pending:
-            published += await self._relay_batch(db, None)
-        return published
+                if not await outbox.fetch_pending(conn, 1):
+                    return published
+        return published + await self._relay_batch(db, None)
 
     async def _relay_batch(self, db: Database, topics: set[str] | None) -> int:
         async with db.begin() as conn:

@@ -8,7 +8,6 @@ The embedded default: one process serving the API is all it needs.
 from __future__ import annotations
 
 from sysdesign.blocks.realtime.base import (
-    DEFAULT_BUFFER,
     Realtime,
     Subscription,
     check_channel,
@@ -18,9 +17,6 @@ from sysdesign.blocks.realtime.base import (
 
 class MemoryRealtime(Realtime):
     name = "memory"
-
-    def __init__(self, *, buffer: int = DEFAULT_BUFFER) -> None:
-        super().__init__(buffer=buffer)
 
     async def publish(self, channel: str, message: bytes) -> None:
         self._fanout.deliver(check_channel(channel), check_message(message))

@@ -47,6 +47,7 @@ from sysdesign.blocks.realtime.base import (
     check_message,
     split_buffer,
 )
+from sysdesign.platform.background import BackgroundTask
 from sysdesign.platform.errors import ConfigurationError
 from sysdesign.platform.redisurl import fail_fast_pool, redact, split_options
 
@@ -108,10 +109,11 @@ class RedisRealtime(Realtime):
         super().__init__(buffer=buffer)
         self._url = url
         self._prefix = f"{prefix}:rt:" if prefix else ""
+        self._prefix_length = len(self._prefix.encode())  # in the Redis channel's bytes
         self._timeout = timeout
         self._pool: BlockingConnectionPool | None = None
         self._client: Redis | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._listener = BackgroundTask(self._listen, "realtime-redis-listener")
         self._conn: AbstractConnection | None = None  # the subscriber connection, when live
         self._states: dict[str, _Channel] = {}
         # SUBSCRIBEs sent on the current connection and not yet answered, by Redis
@@ -158,15 +160,11 @@ class RedisRealtime(Realtime):
                 raise ConfigurationError(f"realtime URL {self.server}: {exc}") from None
             self._pool = pool
             self._client = Redis.from_pool(pool)
-            self._listener = asyncio.create_task(self._listen(), name="realtime-redis-listener")
+            self._listener.start()
         await self.ping()
 
     async def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await self._listener.stop()
         await self._drop_connection()
         closed = RealtimeError("the realtime backend was closed")
         for state in self._states.values():
@@ -323,14 +321,14 @@ class RedisRealtime(Realtime):
             return  # a PONG, in either shape
         kind, key, payload = reply[0], reply[1], reply[2]
         if kind == b"message":
-            channel = key[len(self._prefix.encode()) :].decode()
+            channel = key[self._prefix_length :].decode()
             self._fanout.deliver(channel, payload)
         elif kind == b"subscribe":
             pending = self._inflight.get(key)
             state = pending.popleft() if pending else None
             if pending is not None and not pending:
                 del self._inflight[key]
-            channel = key[len(self._prefix.encode()) :].decode()
+            channel = key[self._prefix_length :].decode()
             if state is not None and self._states.get(channel) is state:
                 state.confirmed = True
                 state.settle()

@@ -149,10 +149,13 @@ async def admin_user(request: Request, principal: Principal = Depends(current_us
     """The calling user when their e-mail is in ``SYSDESIGN_ADMIN_EMAILS``; 403
     otherwise. Reads the account (one query): admin calls are rare, and an
     e-mail taken off the list stops working at once."""
+    # Imported here: the service module imports this one.
+    from sysdesign.platform.accounts.service import normalize_email
+
     platform = get_platform(request)
-    admins = platform.settings.admins
+    admins = {normalize_email(email) for email in platform.settings.admins}
     if admins:
         user = await platform.accounts.get_user(principal.user_id)
-        if user.email.lower() in admins:
+        if user.email in admins:  # stored as normalize_email spells it
             return principal
     raise Problem(403, "This needs an admin account", slug="admin-only", title="Forbidden")

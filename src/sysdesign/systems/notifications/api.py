@@ -22,8 +22,13 @@ from sysdesign.platform.accounts.security import Principal, admin_user
 from sysdesign.platform.http import Page, PageRequest, Problem, page_request
 from sysdesign.platform.service_app import create_service_app
 from sysdesign.systems.notifications import me_api, workers
-from sysdesign.systems.notifications.domain import KEY_PATTERN, Invalid, Recipients, Template
-from sysdesign.systems.notifications.inbox import ItemNotFound
+from sysdesign.systems.notifications.domain import (
+    KEY_PATTERN,
+    Invalid,
+    Recipients,
+    Template,
+    public_status,
+)
 from sysdesign.systems.notifications.replay import NotFailed, Replay
 from sysdesign.systems.notifications.schemas import (
     ADMIN_ONLY,
@@ -94,10 +99,9 @@ def _install_errors(app: FastAPI) -> None:
         return unprocessable(request, exc.field, exc.message, "value_error")
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        what = exc.what if isinstance(exc, NotFound) else "inbox item"
-        key = exc.key if isinstance(exc, NotFound) else exc.args[0]
-        slug = what.replace(" ", "-") + "-not-found"
-        return Problem(404, f"There is no {what} {key}", slug=slug,
+        assert isinstance(exc, NotFound)
+        slug = exc.what.replace(" ", "-") + "-not-found"
+        return Problem(404, f"There is no {exc.what} {exc.key}", slug=slug,
                        title="Not found").response(request.url.path)  # fmt: skip
 
     async def reused(request: Request, exc: Exception) -> Response:
@@ -111,7 +115,6 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(TemplateInvalid, template_invalid)
     app.add_exception_handler(Invalid, invalid)
     app.add_exception_handler(NotFound, not_found)
-    app.add_exception_handler(ItemNotFound, not_found)
 
     async def not_failed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotFailed)
@@ -126,7 +129,7 @@ def _install_errors(app: FastAPI) -> None:
 def event_out(event: Any, counts: list[tuple[str, str, int]]) -> EventOut:
     table: dict[Any, dict[Any, int]] = {}
     for channel, status, count in counts:
-        shown = "queued" if status == "sending" else status
+        shown = public_status(status).value
         row = table.setdefault(channel, {})
         row[shown] = row.get(shown, 0) + count
     state = "done" if event.fanout_done else ("fanning_out" if counts else "accepted")
@@ -189,9 +192,7 @@ def create_app(
     async def event_messages(
         event_id: Id, _admin: Admin, pages: Annotated[PageRequest, Depends(page_request)]
     ) -> Page[MessageOut]:
-        after = pages.after.get("id") if pages.after else None
-        if after is not None and not isinstance(after, int):
-            raise Problem(400, "The cursor is not one this server issued", slug="invalid-cursor")
+        after = pages.after_value("id", int)
         rows = await service.event_messages(int(event_id), after, pages.fetch)
         page = pages.page(rows, lambda m: {"id": m.id})
         return Page[MessageOut](items=[message_out(m) for m in page.items],
@@ -229,9 +230,7 @@ def create_app(
     async def list_templates(
         _admin: Admin, pages: Annotated[PageRequest, Depends(page_request)]
     ) -> Page[TemplateOut]:
-        after = pages.after.get("key") if pages.after else None
-        if after is not None and not isinstance(after, str):
-            raise Problem(400, "The cursor is not one this server issued", slug="invalid-cursor")
+        after = pages.after_value("key", str)
         rows = await service.list_templates(after, pages.fetch)
         page = pages.page(rows, lambda t: {"key": t.key})
         return Page[TemplateOut](items=[template_out(t) for t in page.items],

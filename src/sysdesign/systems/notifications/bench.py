@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +50,9 @@ from sqlalchemy import func, insert, select
 
 from sysdesign.benchmarks.machine import machine_info, package_versions
 from sysdesign.benchmarks.results import utc_now, write_result
+from sysdesign.benchmarks.server import free_port
 from sysdesign.systems.notifications import bench_parts as parts
+from sysdesign.systems.notifications.service import new_webhook_secret
 from sysdesign.systems.notifications.tables import (
     events_table,
     inbox_items_table,
@@ -65,17 +65,11 @@ ROW_BATCH = 1000
 POLL_SECONDS = 0.1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Receiver:
     """The receiver process: started, polled for its count, stopped for its arrivals."""
 
     def __init__(self, secret: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self._process = subprocess.Popen(
             [sys.executable, "-m", "sysdesign.systems.notifications.bench_receiver",
@@ -238,7 +232,7 @@ async def _run(options: dict[str, Any], tmp: Path, console: Console) -> dict[str
     from sysdesign.settings import Settings
 
     count = options["subscribers"]
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    secret = new_webhook_secret()
     receiver = Receiver(secret)
     try:
         settings = Settings(data_dir=tmp / "data", access_log=False, ratelimit_enabled=False)

@@ -3,10 +3,10 @@ templates, and the arithmetic of the report (percentiles, rates, ratios)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sysdesign.blocks.lock.benchloops import percentile as nearest_rank
 from sysdesign.blocks.notify.base import Channel, Priority
 from sysdesign.systems.notifications.domain import Template
 
@@ -78,13 +78,7 @@ def spread(count: int, total: int) -> list[int]:
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile (0..100) by the nearest-rank method; ``None`` for no values."""
-    if not values:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError("q must be between 0 and 100")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return nearest_rank(values, q) if values else None
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, Any]:

@@ -65,7 +65,7 @@ from sysdesign.blocks.notify.base import (
 )
 from sysdesign.blocks.notify.digest import group_key, summarize, window_end
 from sysdesign.blocks.notify.prefs import Preferences, decide
-from sysdesign.blocks.notify.templates import ChannelTemplate, Renderer
+from sysdesign.blocks.notify.templates import Renderer
 from sysdesign.blocks.ratelimit.base import Algorithm, Hit, hit_batch_or_fallback
 from sysdesign.blocks.ratelimit.memory import MemoryRateLimitStore
 from sysdesign.blocks.ratelimit.rules import parse_limit
@@ -78,6 +78,7 @@ from sysdesign.systems.notifications.domain import (
     Message,
     Subscriber,
     Template,
+    channel_templates,
     deliver_topic,
     retry_delay,
 )
@@ -103,13 +104,13 @@ def _left_sending(msg: Message, exc: BaseException) -> None:
     log.error("notifications_delivery_error", message=msg.id, error=repr(exc), exc_info=exc)
 
 
-def channel_templates(template: Template, channel: Channel) -> dict[str, ChannelTemplate]:
+def _dead_letter(msg: Message, error: str) -> tuple[dict[str, Any], str]:
+    """The DLQ event of a message that failed for good, keyed by its recipient."""
     return {
-        locale: ChannelTemplate(
-            body=str(p.get("body") or ""), subject=p.get("subject"), html=p.get("html")
-        )
-        for locale, p in template.channels.get(channel, {}).items()
-    }
+        "message_id": str(msg.id), "event_id": str(msg.event_id),
+        "recipient_id": str(msg.recipient_id), "channel": msg.channel.value,
+        "attempts": msg.attempts, "error": error[:2000],
+    }, str(msg.recipient_id)  # fmt: skip
 
 
 class Delivery:
@@ -328,15 +329,10 @@ class Delivery:
         async with self._platform.unit_of_work() as uow:
             pushes = await inbox.store(self._platform, uow.conn, out.inbox, now_ms)
             await messages.finish_many(uow.conn, out.finishes, now_ms)
-            dead = []
-            for msg, error in out.failures:
-                if await messages.finish(uow.conn, msg, now_ms, status=Status.FAILED.value,
-                                         last_error=error[:1000]):  # fmt: skip
-                    dead.append(({
-                        "message_id": str(msg.id), "event_id": str(msg.event_id),
-                        "recipient_id": str(msg.recipient_id), "channel": msg.channel.value,
-                        "attempts": msg.attempts, "error": error[:2000],
-                    }, str(msg.recipient_id)))  # fmt: skip
+            failed = await messages.fail_held(
+                uow.conn, [(msg, error[:1000]) for msg, error in out.failures], now_ms
+            )
+            dead = [_dead_letter(msg, error) for msg, error in out.failures if msg.id in failed]
             if dead:
                 await uow.emit_many(DLQ_TOPIC, dead)
         for msg, error in out.failures:
@@ -379,4 +375,4 @@ class Delivery:
         self._scheduler.wake_at(due_ms)
 
 
-__all__ = ["BATCH", "Delivery", "Rendered", "channel_templates"]
+__all__ = ["BATCH", "Delivery", "Rendered"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sysdesign.blocks.notify.base import Address, Channel, Priority, Status
+from sysdesign.blocks.notify.templates import ChannelTemplate
 
 FANOUT_PAGE = 1000  # recipients expanded per fan-out step (one transaction, one queue message)
 MAX_DATA_BYTES = 64 * 1024  # an event's data, as JSON
@@ -22,7 +23,6 @@ SENDING = "sending"  # a worker claimed the message; shown as ``queued`` outside
 DLQ_TOPIC = "notifications.deliver.dlq"
 
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
 
@@ -144,7 +144,16 @@ class Message:
     claim: int | None = None  # the token of the claim that holds it while ``sending``
     created_at_ms: int = 0
     updated_at_ms: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def channel_templates(template: Template, channel: Channel) -> dict[str, ChannelTemplate]:
+    """The template's sources for ``channel``, per locale, as the renderer takes them."""
+    return {
+        locale: ChannelTemplate(
+            body=str(p.get("body") or ""), subject=p.get("subject"), html=p.get("html")
+        )
+        for locale, p in template.channels.get(channel, {}).items()
+    }
 
 
 def public_status(status: str) -> Status:
@@ -191,10 +200,4 @@ def check_timezone(value: str, field_name: str = "timezone") -> str:
         raise Invalid(
             field_name, f"{value!r} is not an IANA time zone such as Europe/Lisbon"
         ) from None
-    return value
-
-
-def check_locale(value: str) -> str:
-    if not _LOCALE.match(value):
-        raise Invalid("locale", "use a language tag such as en or pt-BR")
     return value

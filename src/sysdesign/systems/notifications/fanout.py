@@ -22,7 +22,6 @@ messages wait ``scheduled`` and the scheduler releases them.
 from __future__ import annotations
 
 import contextlib
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -33,7 +32,6 @@ from sysdesign.platform.writerlock import urgent
 from sysdesign.systems.notifications import messages, store
 from sysdesign.systems.notifications.domain import (
     FANOUT_PAGE,
-    deliver_topic,
     fanout_topic,
     initial_status,
 )
@@ -85,7 +83,7 @@ class FanOut:
         done = await messages.existing_recipients(uow.conn, event.id, page)
         subscribers = await store.get_subscribers(uow.conn, page)
         rows: list[dict[str, Any]] = []
-        deliveries: list[tuple[Any, str | None]] = []
+        deliveries: list[tuple[int, str, int]] = []
         for user_id in page:
             if user_id in done:
                 continue
@@ -98,10 +96,9 @@ class FanOut:
                                  event.priority, event.send_at_ms if scheduled else now_ms,
                                  now_ms))  # fmt: skip
                 if status == Status.QUEUED.value:
-                    deliveries.append(({"message_id": message_id}, str(user_id)))
+                    deliveries.append((message_id, event.priority, user_id))
         await messages.insert_messages(uow.conn, rows)
-        if deliveries:
-            await uow.emit_many(deliver_topic(event.priority), deliveries)
+        await messages.emit_deliveries(uow, deliveries)
         if len(page) == FANOUT_PAGE:
             await uow.emit(
                 message.topic, {"event_id": event.id, "after": page[-1]}, key=str(event.id)
@@ -124,4 +121,4 @@ def _row(
     }  # fmt: skip
 
 
-__all__ = ["CONSUMER", "FanOut", "partial"]
+__all__ = ["CONSUMER", "FanOut"]

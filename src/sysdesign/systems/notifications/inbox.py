@@ -21,6 +21,7 @@ import structlog
 from sysdesign.blocks.notify.base import Rendered
 from sysdesign.systems.notifications import messages
 from sysdesign.systems.notifications.domain import Message
+from sysdesign.systems.notifications.service import NotFound
 from sysdesign.systems.notifications.store import dumps
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
 
 log = structlog.get_logger(__name__)
-
-
-class ItemNotFound(LookupError):
-    """No inbox item with this id belongs to the caller."""
 
 
 def channel_of(user_id: int) -> str:
@@ -79,13 +76,11 @@ async def store(
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as the API and the stream show it (from a row or a stored item)."""
+    """A freshly stored row as the stream shows it (as the API shows an item)."""
     return {
         "id": str(item["id"]), "message_id": str(item["message_id"]), "title": item["title"],
-        "body": item["body"], "data": item["data"],
-        "read_at_ms": item.get("read_at_ms", item.get("read_at")),
-        "archived_at_ms": item.get("archived_at_ms", item.get("archived_at")),
-        "created_at_ms": item.get("created_at_ms", item.get("created_at")),
+        "body": item["body"], "data": item["data"], "read_at_ms": item["read_at"],
+        "archived_at_ms": item["archived_at"], "created_at_ms": item["created_at"],
     }  # fmt: skip
 
 
@@ -111,7 +106,7 @@ class Inbox:
             return await messages.unread_count(conn, user_id)
 
     async def read(self, user_id: int, item_id: int) -> dict[str, Any]:
-        """Mark one item read (again: no change); ``ItemNotFound`` if not the user's."""
+        """Mark one item read (again: no change); ``NotFound`` if not the user's."""
         return await self._change(user_id, item_id, messages.mark_read)
 
     async def archive(self, user_id: int, item_id: int) -> dict[str, Any]:
@@ -128,7 +123,7 @@ class Inbox:
             changed = await change(conn, user_id, item_id, self._now_ms())
             item = await messages.get_inbox_item(conn, user_id, item_id)
         if item is None:
-            raise ItemNotFound(item_id)
+            raise NotFound("inbox item", item_id)
         if changed:
             await self._push_count(user_id)
         return item

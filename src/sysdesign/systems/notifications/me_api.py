@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from sysdesign.blocks.notify.prefs import Preferences, parse_quiet_hours
 from sysdesign.blocks.notify.webhook import check_webhook_url as check_reachable
 from sysdesign.platform.accounts.security import Principal, current_user
-from sysdesign.platform.http import Page, PageRequest, Problem, page_request
+from sysdesign.platform.http import Page, PageRequest, page_request
 from sysdesign.systems.notifications.domain import (
     KEY_PATTERN,
     Invalid,
@@ -166,9 +166,7 @@ def install(
         unread: Annotated[bool | None, Query(description="Only unread (true) or read")] = None,
         archived: Annotated[bool, Query(description="The archive instead")] = False,
     ) -> Page[InboxItemOut]:
-        before = pages.after.get("id") if pages.after else None
-        if before is not None and not isinstance(before, int):
-            raise Problem(400, "The cursor is not one this server issued", slug="invalid-cursor")
+        before = pages.after_value("id", int)
         rows = await inbox.list(user.user_id, before_id=before, limit=pages.fetch,
                                 unread=unread, archived=archived)  # fmt: skip
         page = pages.page(rows, lambda item: {"id": item["id"]})

@@ -9,8 +9,9 @@ never both move one message: the second one's UPDATE matches no row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import and_, bindparam, func, select, update
@@ -18,14 +19,18 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sysdesign.blocks.notify.base import Channel, Priority, Status
-from sysdesign.systems.notifications.domain import SENDING, Message
-from sysdesign.systems.notifications.store import dumps, insert_ignoring_duplicates
+from sysdesign.systems.notifications.domain import SENDING, Message, deliver_topic
+from sysdesign.systems.notifications.store import insert_ignoring_duplicates
 from sysdesign.systems.notifications.tables import inbox_items_table, messages_table
+
+if TYPE_CHECKING:
+    from sysdesign.platform.uow import UnitOfWork
 
 m = messages_table
 SCHEDULED = Status.SCHEDULED.value
 QUEUED = Status.QUEUED.value
 DELIVERED = Status.DELIVERED.value
+FAILED = Status.FAILED.value
 
 
 def _message(row: Row[Any]) -> Message:
@@ -143,21 +148,52 @@ async def finish_many(
     await conn.execute(statement, rows)
 
 
-async def deliver_held(conn: AsyncConnection, held: Sequence[Message], now_ms: int) -> list[int]:
-    """Mark ``delivered`` every message whose claim still holds; their ids."""
-    if not held:
-        return []
+def _claimed_by(held: Sequence[Message]) -> Any:
+    """Those of ``held`` still under their claim's token, whatever their status."""
     ids = [msg.id for msg in held]
     tokens = list({msg.claim for msg in held})
     # Tokens are unique per claim, and a message is in one claim of this
     # worker's, so matching any of the batch's tokens is matching its own.
-    where = and_(m.c.id.in_(ids), m.c.claim.in_(tokens))
+    return and_(m.c.id.in_(ids), m.c.claim.in_(tokens))
+
+
+async def fail_held(
+    conn: AsyncConnection, failures: Sequence[tuple[Message, str]], now_ms: int
+) -> set[int]:
+    """Mark ``failed``, with its ``last_error``, every message whose claim still
+    holds; the ids of those that this call failed."""
+    if not failures:
+        return set()
+    await finish_many(
+        conn, [(msg, {"status": FAILED, "last_error": error}) for msg, error in failures], now_ms
+    )
+    query = select(m.c.id).where(and_(_claimed_by([msg for msg, _ in failures]),
+                                      m.c.status == FAILED))  # fmt: skip
+    return {r.id for r in await conn.execute(query)}
+
+
+async def deliver_held(conn: AsyncConnection, held: Sequence[Message], now_ms: int) -> list[int]:
+    """Mark ``delivered`` every message whose claim still holds; their ids."""
+    if not held:
+        return []
+    where = _claimed_by(held)
     await conn.execute(
         update(m).where(and_(where, m.c.status == SENDING))
         .values(status=DELIVERED, reason=None, last_error=None, updated_at=now_ms)
     )  # fmt: skip
     query = select(m.c.id).where(and_(where, m.c.status == DELIVERED))
     return [r.id for r in await conn.execute(query)]
+
+
+async def emit_deliveries(uow: UnitOfWork, deliveries: Iterable[tuple[int, str, int]]) -> None:
+    """Write the delivery queue message of each ``(message_id, priority,
+    recipient_id)`` to the outbox in ``uow``'s transaction: ``{message_id}`` on
+    the priority's topic, keyed by the recipient (whose messages stay in order)."""
+    by_priority: dict[Priority, list[tuple[Any, str | None]]] = defaultdict(list)
+    for message_id, priority, recipient_id in deliveries:
+        by_priority[Priority(priority)].append(({"message_id": message_id}, str(recipient_id)))
+    for priority, events in by_priority.items():
+        await uow.emit_many(deliver_topic(priority), events)
 
 
 async def open_digest(conn: AsyncConnection, digest_key: str) -> int | None:
@@ -337,6 +373,3 @@ async def archive(conn: AsyncConnection, user_id: int, item_id: int, now_ms: int
         .values(archived_at=now_ms)
     )
     return result.rowcount or 0
-
-
-__all__ = ["dumps"]

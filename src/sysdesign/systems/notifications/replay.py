@@ -17,20 +17,18 @@ template's throttle apply again.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select, update
 
-from sysdesign.blocks.notify.base import Priority, Status
+from sysdesign.blocks.notify.base import Status
 from sysdesign.systems.notifications import messages
-from sysdesign.systems.notifications.domain import Message, deliver_topic, public_status
+from sysdesign.systems.notifications.domain import Message, public_status
 from sysdesign.systems.notifications.service import NotFound
 from sysdesign.systems.notifications.tables import events_table, messages_table
 
 if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
-    from sysdesign.platform.uow import UnitOfWork
 
 BATCH = 1000  # messages requeued per transaction
 FAILED = Status.FAILED.value
@@ -75,7 +73,7 @@ class Replay:
                 raise NotFound("message", message_id)
             if result.rowcount != 1:
                 raise NotFailed(message_id, public_status(msg.status).value)
-            await _emit(uow, [(msg.id, msg.priority.value, msg.recipient_id)])
+            await messages.emit_deliveries(uow, [(msg.id, msg.priority, msg.recipient_id)])
         return msg
 
     async def retry_event(self, event_id: int) -> int:
@@ -101,18 +99,10 @@ class Replay:
                     update(m).where(and_(m.c.id.in_([r.id for r in rows]), m.c.status == FAILED))
                     .values(**self._requeued(self._now_ms()))
                 )  # fmt: skip
-                await _emit(uow, [(r.id, r.priority, r.recipient_id) for r in rows])
+                await messages.emit_deliveries(
+                    uow, [(r.id, r.priority, r.recipient_id) for r in rows]
+                )
             requeued += result.rowcount or 0
-
-
-async def _emit(uow: UnitOfWork, rows: list[tuple[int, str, int]]) -> None:
-    """Delivery queue messages, as the scheduler writes them: ``{message_id}``
-    on the priority's topic, keyed by the recipient."""
-    by_priority: dict[Priority, list[tuple[Any, str | None]]] = defaultdict(list)
-    for message_id, priority, recipient_id in rows:
-        by_priority[Priority(priority)].append(({"message_id": message_id}, str(recipient_id)))
-    for priority, events in by_priority.items():
-        await uow.emit_many(deliver_topic(priority), events)
 
 
 __all__ = ["BATCH", "NotFailed", "Replay"]

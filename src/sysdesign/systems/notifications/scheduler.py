@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from sysdesign.blocks.notify.base import Priority
 from sysdesign.platform.background import BackgroundTask
 from sysdesign.systems.notifications import messages
-from sysdesign.systems.notifications.domain import SENDING, deliver_topic
+from sysdesign.systems.notifications.domain import SENDING
 
 if TYPE_CHECKING:
     from sysdesign.platform.context import Platform
@@ -48,7 +46,6 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task = BackgroundTask(self._loop, "notifications-scheduler")
         self.released = 0
-        self.rescued = 0
 
     def _now_ms(self) -> int:
         return int(self._platform.clock.time() * 1000)
@@ -83,7 +80,7 @@ class Scheduler:
         async with self._platform.unit_of_work() as uow:
             rows = await messages.due(uow.conn, now_ms, BATCH)
             await messages.requeue(uow.conn, [r.id for r in rows], messages.SCHEDULED, now_ms)
-            await _emit(uow, rows)
+            await messages.emit_deliveries(uow, [(r.id, r.priority, r.recipient_id) for r in rows])
         self.released += len(rows)
         return len(rows)
 
@@ -92,10 +89,9 @@ class Scheduler:
             rows = await messages.stuck(uow.conn, claimed_before_ms, BATCH)
             now_ms = self._now_ms()
             await messages.requeue(uow.conn, [r.id for r in rows], SENDING, now_ms)
-            await _emit(uow, rows)
+            await messages.emit_deliveries(uow, [(r.id, r.priority, r.recipient_id) for r in rows])
         if rows:
             log.warning("notifications_rescued", messages=len(rows))
-        self.rescued += len(rows)
         return len(rows)
 
     def start(self) -> None:
@@ -122,11 +118,3 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._config.scheduler_seconds)
             self._wake.clear()
-
-
-async def _emit(uow: Any, rows: list[messages.Message]) -> None:
-    by_priority: dict[Priority, list[tuple[Any, str | None]]] = defaultdict(list)
-    for row in rows:
-        by_priority[row.priority].append(({"message_id": row.id}, str(row.recipient_id)))
-    for priority, events in by_priority.items():
-        await uow.emit_many(deliver_topic(priority), events)

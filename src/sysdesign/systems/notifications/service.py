@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sysdesign.blocks.notify.base import Channel, Priority
 from sysdesign.blocks.notify.prefs import Preferences
-from sysdesign.blocks.notify.templates import ChannelTemplate, validate_templates
+from sysdesign.blocks.notify.templates import validate_templates
 from sysdesign.blocks.ratelimit.rules import parse_limit
 from sysdesign.platform.writerlock import urgent
 from sysdesign.systems.notifications import messages, store
@@ -30,6 +30,7 @@ from sysdesign.systems.notifications.domain import (
     Recipients,
     Subscriber,
     Template,
+    channel_templates,
     fanout_topic,
 )
 
@@ -74,19 +75,7 @@ class NotificationService:
     async def put_template(self, template: Template) -> Template:
         """Create or replace a template after checking every source compiles.
         Raises ``TemplateInvalid`` (naming the field and line) or ``Invalid``."""
-        validate_templates(
-            {
-                channel: {
-                    locale: ChannelTemplate(
-                        body=str(parts.get("body") or ""),
-                        subject=parts.get("subject"),
-                        html=parts.get("html"),
-                    )
-                    for locale, parts in locales.items()
-                }
-                for channel, locales in template.channels.items()
-            }
-        )
+        validate_templates({c: channel_templates(template, c) for c in template.channels})
         if template.throttle:
             try:
                 parse_limit(template.throttle)

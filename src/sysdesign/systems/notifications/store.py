@@ -6,7 +6,7 @@ one transaction. Messages and the inbox are ``messages.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import time
 from typing import Any
 
@@ -232,14 +232,20 @@ async def subscribe(
     conn: AsyncConnection, topic_id: int, user_ids: Iterable[int], now_ms: int
 ) -> int:
     """Add subscribers, ignoring those already there; how many were new."""
-    rows = [{"topic_id": topic_id, "user_id": u, "created_at": now_ms} for u in set(user_ids)]
-    if not rows:
-        return 0
-    before = await subscriber_count(conn, topic_id)
-    for start in range(0, len(rows), 1000):
-        stmt = insert_ignoring_duplicates(conn, topic_subscriptions_table)
-        await conn.execute(stmt, rows[start : start + 1000])
-    return await subscriber_count(conn, topic_id) - before
+    ts = topic_subscriptions_table
+    wanted = list(set(user_ids))
+    added = 0
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        existing = await conn.execute(
+            select(func.count())
+            .select_from(ts)
+            .where(and_(ts.c.topic_id == topic_id, ts.c.user_id.in_(chunk)))
+        )
+        rows = [{"topic_id": topic_id, "user_id": u, "created_at": now_ms} for u in chunk]
+        await conn.execute(insert_ignoring_duplicates(conn, ts), rows)
+        added += len(chunk) - int(existing.scalar_one())
+    return added
 
 
 async def unsubscribe(conn: AsyncConnection, topic_id: int, user_id: int) -> bool:
@@ -326,7 +332,3 @@ async def mark_fanout_done(conn: AsyncConnection, event_id: int) -> None:
     await conn.execute(
         update(events_table).where(events_table.c.id == event_id).values(fanout_done=True)
     )
-
-
-def channel_map(value: Mapping[str, Any]) -> dict[Channel, Any]:
-    return {Channel(k): v for k, v in value.items()}

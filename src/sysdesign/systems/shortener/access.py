@@ -25,7 +25,14 @@ from sysdesign.platform.accounts.security import (
 )
 from sysdesign.platform.http import Problem
 from sysdesign.systems.shortener.apikeys import ApiKey, ApiKeys
-from sysdesign.systems.shortener.schemas import NOT_FOUND, UNAUTHORIZED, LinkOut, link_out, problem
+from sysdesign.systems.shortener.schemas import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    Code,
+    LinkOut,
+    link_out,
+    problem,
+)
 from sysdesign.systems.shortener.service import ANONYMOUS_OWNER, LinkService
 
 API_KEY_HEADER = "X-API-Key"
@@ -110,7 +117,6 @@ def _key_out(key: ApiKey) -> ApiKeyOut:
 
 ADMIN_ONLY = {403: problem("Not an admin account")}
 KeyId = Annotated[str, Path(pattern=r"^[0-9]{1,19}$")]
-Code = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def install(app: FastAPI, links: LinkService, keys: ApiKeys) -> None:

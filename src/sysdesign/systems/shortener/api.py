@@ -10,7 +10,6 @@ whether the schema or the domain refused it. The redirect is ``redirect.py``.
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -25,6 +24,7 @@ from sysdesign.systems.shortener import access, bulk, domain, stats_api, web, wo
 from sysdesign.systems.shortener.access import Creator, Owner
 from sysdesign.systems.shortener.apikeys import ApiKeyNotFound, ApiKeys
 from sysdesign.systems.shortener.domain import Link, LinkInvalid
+from sysdesign.systems.shortener.qr import qr_response
 from sysdesign.systems.shortener.schemas import (
     MAX_VISITS,
     NOT_FOUND,
@@ -229,9 +229,7 @@ def create_app(
             ),
         ] = None,
     ) -> Page[LinkOut]:
-        before = pages.after.get("id") if pages.after else None
-        if before is not None and not isinstance(before, int):
-            raise Problem(400, "The cursor is not one this server issued", slug="invalid-cursor")
+        before = pages.after_value("id", int)
         links = await service.list(owner, tag=tag, before_id=before, limit=pages.fetch)
         page = pages.page(links, lambda link: {"id": link.id})
         return Page[LinkOut](
@@ -284,17 +282,6 @@ def create_app(
     stats_api.install(app, platform, service)
     web.install(app, platform, service)
     return app
-
-
-def qr_response(url: str, kind: str, scale: int, border: int) -> Response:
-    """``url`` as a QR code (error correction M: readable with 15% damaged)."""
-    import segno
-
-    buffer = io.BytesIO()
-    segno.make(url, error="m").save(buffer, kind=kind, scale=scale, border=border)
-    media = "image/svg+xml" if kind == "svg" else "image/png"
-    return Response(buffer.getvalue(), media_type=media,
-                    headers={"Cache-Control": "private, max-age=300"})  # fmt: skip
 
 
 __all__ = ["MAX_VISITS", "create_app", "qr_response", "short_url"]

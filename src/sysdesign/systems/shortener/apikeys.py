@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from sysdesign.blocks.cache.aside import CacheAside
 from sysdesign.blocks.cache.base import CacheError
 from sysdesign.systems.shortener import store
 from sysdesign.systems.shortener.domain import LinkInvalid
@@ -32,7 +33,6 @@ log = structlog.get_logger(__name__)
 KEY_PREFIX = "sdk_"
 MAX_KEYS = 50
 CACHE_TTL = 60.0
-_MISSING = b"-"
 
 
 class ApiKeyNotFound(Exception):
@@ -54,6 +54,10 @@ def hash_key(key: str) -> str:
 class ApiKeys:
     def __init__(self, platform: Platform) -> None:
         self._platform = platform
+        # Unknown keys are remembered as long as known ones, so a script retrying
+        # a wrong key does not reach the database each time. No jitter: a revoked
+        # key whose entry could not be deleted works for at most CACHE_TTL.
+        self._aside = CacheAside(platform.cache, platform.clock, negative_ttl=CACHE_TTL, jitter=0.0)
 
     def _now_ms(self) -> int:
         return int(self._platform.clock.time() * 1000)
@@ -94,7 +98,7 @@ class ApiKeys:
         if key_hash is None:
             raise ApiKeyNotFound(key_id)
         try:
-            await self._platform.cache.delete(self._cache_key(key_hash))
+            await self._aside.invalidate(self._cache_key(key_hash))
         except CacheError as exc:
             # The key then still works for at most CACHE_TTL seconds.
             log.warning("shortener_api_key_uncached_failed", error=repr(exc))
@@ -104,18 +108,11 @@ class ApiKeys:
         if not key.startswith(KEY_PREFIX) or len(key) > 100:
             return None
         key_hash = hash_key(key)
-        cache = self._platform.cache
-        try:
-            cached = await cache.get(self._cache_key(key_hash))
-        except CacheError:
-            cached = None
-        if cached is not None:
-            return None if cached == _MISSING else int(cached)
-        async with self._platform.db.primary.read() as conn:
-            owner = await store.owner_of_api_key(conn, key_hash)
-        try:
-            value = _MISSING if owner is None else str(owner).encode()
-            await cache.set(self._cache_key(key_hash), value, ttl=CACHE_TTL)
-        except CacheError:
-            pass
-        return owner
+
+        async def load() -> bytes | None:
+            async with self._platform.db.primary.read() as conn:
+                owner = await store.owner_of_api_key(conn, key_hash)
+            return None if owner is None else str(owner).encode()
+
+        cached = await self._aside.get_or_load(self._cache_key(key_hash), load, CACHE_TTL)
+        return None if cached is None else int(cached)

@@ -48,7 +48,7 @@ from rich.markup import escape
 from sysdesign.benchmarks import BenchmarkError
 from sysdesign.benchmarks.cpus import plan_cpus
 from sysdesign.benchmarks.machine import machine_info, package_versions
-from sysdesign.benchmarks.results import utc_now, write_result
+from sysdesign.benchmarks.results import medians, utc_now, write_result
 from sysdesign.benchmarks.server import RunningServer, rss_bytes, serve
 from sysdesign.benchmarks.wrk import find_wrk, wrk_seconds, wrk_version
 from sysdesign.platform.accounts.seed import DEMO_PASSWORD, demo_email
@@ -56,7 +56,7 @@ from sysdesign.settings import EMBEDDED_DEFAULTS
 from sysdesign.systems.shortener import bench_parts as parts
 from sysdesign.systems.shortener import bench_targets as targets
 from sysdesign.systems.shortener.bench_report import report
-from sysdesign.systems.shortener.bench_rounds import Probe, Rounds, medians
+from sysdesign.systems.shortener.bench_rounds import Probe, Rounds
 
 GOAL_RATIO = 0.25
 GOAL_P99_MS = 10.0

@@ -18,7 +18,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from sysdesign.benchmarks import BenchmarkError
 from sysdesign.benchmarks.cpus import CpuPlan, pinned
-from sysdesign.benchmarks.results import median
 from sysdesign.benchmarks.server import RunningServer
 from sysdesign.benchmarks.wrk import WrkResult, run_wrk, wrk_command
 
@@ -26,15 +25,6 @@ Probe = Callable[[], dict[str, float]]
 # wrk gives up on a request after 2 s by default and leaves it out of the latencies:
 # a slow creation (writers queue on SQLite's lock) must count in p99, not vanish.
 WRK_TIMEOUT = "10s"
-
-
-def medians(rounds: list[WrkResult]) -> dict[str, float]:
-    """Each figure is the median of its own column, not the figures of the median round."""
-    return {
-        "rps": round(median(r.requests_per_second for r in rounds), 2),
-        "p50_ms": round(median(r.p50_ms for r in rounds), 3),
-        "p99_ms": round(median(r.p99_ms for r in rounds), 3),
-    }
 
 
 def wrk_script_command(

@@ -35,6 +35,7 @@ from sysdesign.benchmarks.cpus import pinned
 from sysdesign.benchmarks.server import LOOPBACK, RunningServer, free_port, stop
 from sysdesign.platform.bench import server_env
 from sysdesign.systems.shortener.bench_parts import REDIRECT_PREFIX, nginx_config
+from sysdesign.systems.shortener.service import VISITS_TOPIC
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 SERVED = ("accounts", "shortener")
 PROBE = "benchprobe"
 CACHE_PROBE_PATH = f"/{PROBE}/v1/cache"
-VISITS_TOPIC = "shortener.visits"
 WARM_CONNECTIONS = 8
 NGINX_INSTALL_HINT = "nginx is not installed (or not on PATH): apt-get install nginx-light"
 

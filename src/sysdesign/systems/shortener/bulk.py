@@ -26,10 +26,9 @@ from sqlalchemy.exc import IntegrityError
 
 from sysdesign.systems.shortener import store
 from sysdesign.systems.shortener.domain import Link, LinkInvalid
-from sysdesign.systems.shortener.service import AliasTaken, LinkService, NewLink, claim_alias
+from sysdesign.systems.shortener.service import LINKS_TOPIC, AliasTaken, LinkService, NewLink
 
 MAX_BULK = 1000
-LINKS_TOPIC = "shortener.links"
 
 Outcome = Link | LinkInvalid | AliasTaken
 
@@ -76,7 +75,7 @@ async def create_many(
         try:
             done = await _insert_batch(links, owner_id, batch)
         except IntegrityError:
-            done = [(index, await _insert_one(links, owner_id, link)) for index, link in batch]
+            done = [(index, await _insert_one(links, link)) for index, link in batch]
         for index, outcome in done:
             outcomes[index] = outcome
 
@@ -112,25 +111,11 @@ async def _insert_batch(
     return done
 
 
-async def _insert_one(links: LinkService, owner_id: int, link: Link) -> Outcome:
-    for _ in range(3):
-        try:
-            async with links.platform.unit_of_work(link.code) as uow:
-                if link.custom:
-                    await claim_alias(uow.conn, link.code, owner_id)
-                await store.insert_link(uow.conn, link)
-                await uow.emit(LINKS_TOPIC, links.event("created", link), key=link.code)
-        except AliasTaken as exc:
-            return exc
-        except IntegrityError:
-            if link.custom:
-                return AliasTaken(link.code)
-            # As in ``LinkService.create``: only rows written by other means can
-            # hold a generated code. Take the next one.
-            link = replace(link, code=await links.next_code())
-            continue
-        return link
-    raise RuntimeError("could not place a generated code")  # pragma: no cover
+async def _insert_one(links: LinkService, link: Link) -> Outcome:
+    try:
+        return await links.insert(link)
+    except AliasTaken as exc:
+        return exc
 
 
 # --- CSV --------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ Answers:
   form again (401). Wrong guesses are limited per link and address
   (``PASSWORD_GUESSES``), counted on the ratelimit store.
 
-GET and HEAD of an ordinary link take a path that builds no Request object
-(``redirect``); the others go through ``follow``. A cached link makes no
-database query (``LinkService.resolve``); a link
-with ``max_visits`` makes one conditional UPDATE per visit (why: see
-``service.py``).
+Each request reads the link once (``LinkService.resolve``); GET and HEAD of
+an ordinary link then take a path that builds no Request object
+(``redirect``), the others go through ``follow`` with the link read. A
+cached link makes no database query; a link with ``max_visits`` makes one
+conditional UPDATE per visit (why: see ``service.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from html import escape
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route, request_response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sysdesign.blocks.ratelimit.base import Algorithm, Hit, Limit, StoreUnavailable
@@ -91,9 +91,9 @@ async def _guess_allowed(service: LinkService, key: str) -> bool:
 def redirect_routes(service: LinkService) -> list[Route]:
     """The root routes the shortener contributes: ``/s/{code}``."""
 
-    async def follow(request: Request) -> Response:
+    async def follow(request: Request, resolved: tuple[int, Redirect] | None) -> Response:
+        """Every case but the common one, given the link ``resolve`` read."""
         code = request.path_params["code"]
-        resolved = await service.resolve(code)
         if resolved is None or not resolved[1].enabled:
             return _page(404, "Link not found", "There is no link at this address.")
         link_id, link = resolved
@@ -132,24 +132,21 @@ def redirect_routes(service: LinkService) -> list[Route]:
         headers["Cache-Control"] = "private, max-age=90" if status == 301 else "no-store"
         return Response(status_code=status, headers=headers)
 
-    slow = request_response(follow)
-
     async def redirect(scope: Scope, receive: Receive, send: Send) -> None:
         """The common case without building a Request: a GET or HEAD of an
         enabled, unexpired link with no password and no visit limit. Every
-        other case goes to ``follow``, which reads the (cached) link again."""
-        if scope["method"] not in ("GET", "HEAD"):
-            return await slow(scope, receive, send)
+        other case goes to ``follow``, with the link read here."""
         code = scope["path_params"]["code"]
         resolved = await service.resolve(code)
         now_ms = int(service.clock.time() * 1000)
-        if resolved is None:
-            return await slow(scope, receive, send)
+        if (
+            scope["method"] not in ("GET", "HEAD")
+            or resolved is None
+            or not _plain(resolved[1], now_ms)
+        ):
+            response = await follow(Request(scope, receive, send), resolved)
+            return await response(scope, receive, send)
         link_id, link = resolved
-        if not link.enabled or link.protected or link.max_visits is not None:
-            return await slow(scope, receive, send)
-        if link.expired(now_ms):
-            return await slow(scope, receive, send)
         referrer = user_agent = None
         for name, value in scope["headers"]:
             if name == b"referer":
@@ -169,6 +166,12 @@ def redirect_routes(service: LinkService) -> list[Route]:
 
     methods = ["GET", "HEAD", "POST"]
     return [Route("/s/{code}", _Asgi(redirect), methods=methods, name="shortener-redirect")]
+
+
+def _plain(link: Redirect, now_ms: int) -> bool:
+    """Whether the link redirects with nothing to ask or count first."""
+    held = link.protected or link.max_visits is not None or link.expired(now_ms)
+    return link.enabled and not held
 
 
 class _Asgi:

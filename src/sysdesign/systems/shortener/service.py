@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+LINKS_TOPIC = "shortener.links"
 VISITS_TOPIC = "shortener.visits"
 CACHE_TTL = 300.0
 NEGATIVE_TTL = 30.0
@@ -217,32 +218,39 @@ class LinkService:
         await self.admit(None if owner_id == ANONYMOUS_OWNER else owner_id, ip, 1)
         if new.password is not None:
             link = replace(link, password_hash=await self._platform.passwords.hash(new.password))
+        if not link.custom:
+            link = replace(link, code=await self.next_code())
+        link = await self.insert(link)
+        await self.invalidate(link.code)
+        return link
+
+    async def insert(self, link: Link) -> Link:
+        """Write the prepared ``link``, its code set, and its ``created`` event in
+        one transaction; the link as written (the cache is the caller's to
+        invalidate). A generated code found taken is replaced by the next one.
+        Raises ``AliasTaken`` for a custom alias held or retired by another."""
         for _ in range(_GENERATED_RETRIES):
-            if not link.custom:
-                link = replace(link, code=await self.next_code())
             try:
                 async with self._platform.unit_of_work(link.code) as uow:
                     if link.custom:
-                        await claim_alias(uow.conn, link.code, owner_id)
+                        await claim_alias(uow.conn, link.code, link.owner_id)
                     await store.insert_link(uow.conn, link)
-                    await uow.emit("shortener.links", self.event("created", link), key=link.code)
+                    await uow.emit(LINKS_TOPIC, self.event("created", link), key=link.code)
             except IntegrityError:
                 if link.custom:
                     raise AliasTaken(link.code) from None
                 # A generated code cannot collide with another generated one; only
                 # rows written by other means (an import) can hold it. Take the next.
                 log.warning("shortener_generated_code_taken", code=link.code)
+                link = replace(link, code=await self.next_code())
                 continue
-            await self.invalidate(link.code)
             return link
         raise RuntimeError("could not place a generated code")  # pragma: no cover
 
     async def get(self, owner_id: int, code: str) -> Link:
-        if not is_code_shaped(code):
-            raise LinkNotFound(code)
-        async with self._platform.db.for_key(code).read() as conn:
-            link = await store.link_by_code(conn, code)
-        if link is None or link.owner_id != owner_id:
+        """The caller's link; ``LinkNotFound`` when unknown or another owner's."""
+        link = await self.find(code)
+        if link.owner_id != owner_id:
             raise LinkNotFound(code)
         return link
 
@@ -291,14 +299,7 @@ class LinkService:
             )
         values["updated_at"] = now
         current = await self.get(owner_id, code)
-        async with self._platform.unit_of_work(code) as uow:
-            await store.update_link(uow.conn, current.id, values, tags)
-            link = await store.link_by_code(uow.conn, code)
-            if link is None:
-                raise LinkNotFound(code)  # deleted meanwhile
-            await uow.emit("shortener.links", self.event("updated", link), key=code)
-        await self.invalidate(code)
-        return link
+        return await self._change(current, values, tags, "updated")
 
     async def delete(self, owner_id: int, code: str) -> None:
         """Delete the link. A custom alias stays retired for its owner: nobody
@@ -310,7 +311,7 @@ class LinkService:
             await store.delete_link(uow.conn, current.id)
             if current.custom:
                 await store.retire_alias(uow.conn, code, owner_id, self._now_ms())
-            await uow.emit("shortener.links", self.event("deleted", current), key=code)
+            await uow.emit(LINKS_TOPIC, self.event("deleted", current), key=code)
         await self.invalidate(code)
 
     # --- admins ---------------------------------------------------------------------------
@@ -333,13 +334,21 @@ class LinkService:
             "blocked_reason": validate_title(reason) if blocked else None,
             "updated_at": self._now_ms(),
         }
+        return await self._change(current, values, None, "blocked" if blocked else "unblocked")
+
+    async def _change(
+        self, current: Link, values: dict[str, object], tags: list[str] | None, kind: str
+    ) -> Link:
+        """Write ``values`` (and ``tags`` unless ``None``) to ``current``'s row and
+        the ``kind`` event in one transaction; the link as written. Raises
+        ``LinkNotFound`` when the link was deleted meanwhile."""
+        code = current.code
         async with self._platform.unit_of_work(code) as uow:
-            await store.update_link(uow.conn, current.id, values, None)
+            await store.update_link(uow.conn, current.id, values, tags)
             link = await store.link_by_code(uow.conn, code)
             if link is None:
                 raise LinkNotFound(code)
-            kind = "blocked" if blocked else "unblocked"
-            await uow.emit("shortener.links", self.event(kind, link), key=code)
+            await uow.emit(LINKS_TOPIC, self.event(kind, link), key=code)
         await self.invalidate(code)
         return link
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sysdesign.blocks.queue import OutgoingMessage
+from sysdesign.platform.background import BackgroundTask
 
 if TYPE_CHECKING:
     from sysdesign.blocks.queue import Queue
@@ -48,13 +49,13 @@ class VisitBatcher:
         self._max_pending = max_pending
         self._pending: list[OutgoingMessage] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, name="shortener-visit-batcher")
         self.published = 0
         self.dropped = 0
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task.running
 
     def add(self, payload: dict[str, Any], key: str) -> None:
         if len(self._pending) >= self._max_pending:
@@ -67,16 +68,11 @@ class VisitBatcher:
             self._wake.set()
 
     def start(self) -> None:
-        if not self.running:
-            self._task = asyncio.create_task(self._run(), name="shortener-visit-batcher")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop, after publishing what is waiting (one last try)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         while self._pending:
             if not await self._flush():
                 self.dropped += len(self._pending)

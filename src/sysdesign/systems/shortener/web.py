@@ -20,17 +20,16 @@ session (403 otherwise).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import segno
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from sysdesign.platform.http import Problem
 from sysdesign.systems.shortener.domain import LinkInvalid
+from sysdesign.systems.shortener.qr import qr_response
 from sysdesign.systems.shortener.schemas import MAX_VISITS, short_url
 from sysdesign.systems.shortener.service import AliasTaken, LinkNotFound
 from sysdesign.systems.shortener.stats import link_stats, visit_totals
@@ -284,14 +283,11 @@ class WebPages(PageFrame):
             link = await self._links.get(self._user_id(session), request.path_params["code"])
         except LinkNotFound:
             return await self.not_found(request, session)
-        buffer = io.BytesIO()
-        segno.make(short_url(request, link.code), error="m").save(buffer, kind="svg", scale=4)
         headers = {
-            "Cache-Control": "private, max-age=300",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'",
         }
-        return Response(buffer.getvalue(), media_type="image/svg+xml", headers=headers)
+        return qr_response(short_url(request, link.code), "svg", scale=4, headers=headers)
 
     async def toggle(self, request: Request, session: BrowserSession, form: Form) -> Response:
         code = request.path_params["code"]

@@ -89,7 +89,7 @@ class LinkView:
             status = "blocked"
         elif not link.enabled:
             status = "disabled"
-        elif link.expires_at_ms is not None and now_ms >= link.expires_at_ms:
+        elif link.redirect().expired(now_ms):
             status = "expired"
         elif link.max_visits is not None and link.visits >= link.max_visits:
             status = "used up"

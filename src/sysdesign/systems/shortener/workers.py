@@ -44,13 +44,12 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import delete
 
 from sysdesign.blocks.queue.idempotent import idempotent
 from sysdesign.platform.background import BackgroundTask
 from sysdesign.platform.envflag import env_flag
 from sysdesign.platform.errors import ConfigurationError
-from sysdesign.platform.inbox import inbox_table
+from sysdesign.platform.inbox import purge_processed
 from sysdesign.systems.shortener import stats
 from sysdesign.systems.shortener.analytics import (
     CountedVisit,
@@ -141,14 +140,10 @@ class VisitCounter:
 async def purge_inbox(platform: Platform, older_than_ms: int) -> int:
     """Forget this consumer's inbox records older than ``older_than_ms`` on every
     shard (only its own: other consumers keep theirs as long as they need)."""
-    t = inbox_table
     purged = 0
     for db in platform.db.shards:
         async with db.begin() as conn:
-            result = await conn.execute(
-                delete(t).where(t.c.consumer == CONSUMER, t.c.processed_at < older_than_ms)
-            )
-            purged += result.rowcount or 0
+            purged += await purge_processed(conn, older_than_ms, consumer=CONSUMER)
     return purged
 
 
